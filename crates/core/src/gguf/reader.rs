@@ -1,0 +1,605 @@
+//! Parse and validate a GGUF file from a memory map. Tensor data stays in the map:
+//! [`GgufFile::tensor_data`] lends slices of it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rllm_kernels::GgmlType;
+
+use super::metadata::{Array, Metadata, Value, ValueType};
+use super::GgufError;
+use crate::error::{Error, Result};
+
+pub const MAX_DIMS: u32 = 4;
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+const MAGIC: &[u8; 4] = b"GGUF";
+/// Longest tensor name ggml accepts, in bytes (`GGML_MAX_NAME` - 1).
+const MAX_NAME_LEN: u64 = 63;
+/// Arrays of arrays are allowed by the spec; cap the depth so a hostile file cannot recurse forever.
+const MAX_ARRAY_DEPTH: usize = 8;
+
+/// One tensor's entry in the header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ty: GgmlType,
+    /// Dimensions in ggml order: `dims[0]` is the contiguous row length (ne0).
+    pub dims: Vec<u64>,
+    /// Offset from the start of the data section.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub size: usize,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Row length (ne0) and number of rows (product of the other dims).
+    pub fn rows_cols(&self) -> (usize, usize) {
+        let cols = self.dims.first().copied().unwrap_or(1) as usize;
+        let rows = self.dims.iter().skip(1).product::<u64>() as usize;
+        (rows, cols)
+    }
+}
+
+/// A validated GGUF file: header parsed into owned structures, tensor data left in the map.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    pub alignment: u64,
+    pub metadata: Metadata,
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute file offset where tensor data begins.
+    pub data_offset: u64,
+    tensor_index: HashMap<String, usize>,
+    map: Mmap,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("n_kv", &self.metadata.len())
+            .field("n_tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Map `path` and validate its header and tensor table.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err)?;
+        if file.metadata().map_err(io_err)?.is_dir() {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory, not a GGUF file",
+            )));
+        }
+        // SAFETY: the map is read-only. Another process truncating the file while it is mapped
+        // would fault; that is the accepted contract of every mmap-based model loader.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        let header = parse(&map).map_err(|kind| Error::gguf(&path, kind))?;
+        Ok(GgufFile {
+            path,
+            version: header.version,
+            alignment: header.alignment,
+            metadata: header.metadata,
+            tensor_index: header
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
+            tensors: header.tensors,
+            data_offset: header.data_offset,
+            map,
+        })
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_position(name).map(|i| &self.tensors[i])
+    }
+
+    /// Index of the tensor called `name` in [`GgufFile::tensors`].
+    pub fn tensor_position(&self, name: &str) -> Option<usize> {
+        self.tensor_index.get(name).copied()
+    }
+
+    /// The bytes of a tensor, borrowed from the map (validated to lie inside the file).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        let start = (self.data_offset + info.offset) as usize;
+        &self.map[start..start + info.size]
+    }
+
+    /// The whole mapped file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// An error about this file.
+    pub fn error(&self, kind: GgufError) -> Error {
+        Error::gguf(&self.path, kind)
+    }
+}
+
+/// The parsed header of a GGUF file.
+#[derive(Debug)]
+pub struct Header {
+    pub version: u32,
+    pub alignment: u64,
+    pub metadata: Metadata,
+    pub tensors: Vec<TensorInfo>,
+    pub data_offset: u64,
+}
+
+/// Parse and validate the header of a GGUF file held in `buf`.
+pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
+    let mut r = Reader { buf, pos: 0 };
+    let magic = r.bytes(4, "magic")?;
+    if magic != MAGIC {
+        let mut m = [0u8; 4];
+        m.copy_from_slice(magic);
+        return Err(GgufError::BadMagic(m));
+    }
+    let version = r.u32("version")?;
+    match version {
+        2 | 3 => {}
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
+        v => return Err(GgufError::UnsupportedVersion(v)),
+    }
+    let n_tensors = r.u64("tensor count")?;
+    let n_kv = r.u64("metadata count")?;
+    // Every key-value pair needs at least a key length, a type and one value byte;
+    // every tensor info at least a name length, n_dims, type and offset.
+    r.check_count(n_kv, 8 + 4 + 1, "metadata count", "entries")?;
+    r.check_count(n_tensors, 8 + 4 + 4 + 8, "tensor count", "tensors")?;
+
+    let mut metadata = Metadata::default();
+    for _ in 0..n_kv {
+        let key = r.string("metadata key")?;
+        let type_pos = r.pos;
+        let id = r.u32(&format!("type of metadata key '{key}'"))?;
+        let ty = ValueType::from_id(id).ok_or_else(|| {
+            r.pos = type_pos;
+            GgufError::UnknownValueType {
+                key: key.clone(),
+                id,
+            }
+        })?;
+        let value = r.value(&key, ty, 0)?;
+        metadata.insert(key, value)?;
+    }
+
+    let alignment = match metadata.get("general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some(_) => {
+            let a = metadata.u64("general.alignment")?;
+            if a == 0 || !a.is_power_of_two() {
+                return Err(GgufError::BadAlignment(a));
+            }
+            a
+        }
+    };
+
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut seen = HashMap::with_capacity(n_tensors as usize);
+    for _ in 0..n_tensors {
+        let info = r.tensor_info(alignment)?;
+        if seen.insert(info.name.clone(), ()).is_some() {
+            return Err(GgufError::DuplicateTensor(info.name));
+        }
+        tensors.push(info);
+    }
+
+    let data_offset = align_up(r.pos as u64, alignment);
+    let data_len = (buf.len() as u64).saturating_sub(data_offset);
+    for t in &tensors {
+        let end = t.offset.checked_add(t.size as u64);
+        match end {
+            Some(end) if end <= data_len => {}
+            _ => {
+                return Err(GgufError::TensorOutOfBounds {
+                    name: t.name.clone(),
+                    start: t.offset,
+                    end: end.unwrap_or(u64::MAX),
+                    len: data_len,
+                })
+            }
+        }
+    }
+    check_no_overlap(&tensors)?;
+    Ok(Header {
+        version,
+        alignment,
+        metadata,
+        tensors,
+        data_offset,
+    })
+}
+
+fn check_no_overlap(tensors: &[TensorInfo]) -> Result<(), GgufError> {
+    let mut order: Vec<&TensorInfo> = tensors.iter().filter(|t| t.size > 0).collect();
+    order.sort_by_key(|t| t.offset);
+    for w in order.windows(2) {
+        if w[0].offset + w[0].size as u64 > w[1].offset {
+            return Err(GgufError::OverlappingTensors {
+                first: w[0].name.clone(),
+                second: w[1].name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// A bounds-checked little-endian cursor.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> u64 {
+        (self.buf.len() - self.pos) as u64
+    }
+
+    fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
+        if n > self.remaining() {
+            return Err(GgufError::Truncated {
+                what: what.to_owned(),
+                offset: self.pos as u64,
+                need: n,
+                len: self.buf.len() as u64,
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N as u64, what)?);
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    /// Fail early when `count` items of at least `min_size` bytes cannot fit in the rest of
+    /// the file, so a corrupt count never turns into a huge allocation.
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        what: &str,
+        unit: &'static str,
+    ) -> Result<(), GgufError> {
+        match count.checked_mul(min_size) {
+            Some(n) if n <= self.remaining() => Ok(()),
+            _ => Err(GgufError::CountTooLarge {
+                what: what.to_owned(),
+                offset: self.pos as u64,
+                count,
+                unit,
+            }),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let len_pos = self.pos as u64;
+        let len = self.u64(&format!("length of {what}"))?;
+        if len > self.remaining() {
+            return Err(GgufError::CountTooLarge {
+                what: format!("{what} length"),
+                offset: len_pos,
+                count: len,
+                unit: "bytes",
+            });
+        }
+        let start = self.pos as u64;
+        let bytes = self.bytes(len, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::InvalidUtf8 {
+            what: what.to_owned(),
+            offset: start,
+        })
+    }
+
+    fn value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<Value, GgufError> {
+        let what = || format!("value of metadata key '{key}'");
+        Ok(match ty {
+            ValueType::U8 => Value::U8(self.array::<1>(&what())?[0]),
+            ValueType::I8 => Value::I8(self.array::<1>(&what())?[0] as i8),
+            ValueType::U16 => Value::U16(u16::from_le_bytes(self.array(&what())?)),
+            ValueType::I16 => Value::I16(i16::from_le_bytes(self.array(&what())?)),
+            ValueType::U32 => Value::U32(u32::from_le_bytes(self.array(&what())?)),
+            ValueType::I32 => Value::I32(i32::from_le_bytes(self.array(&what())?)),
+            ValueType::F32 => Value::F32(f32::from_le_bytes(self.array(&what())?)),
+            ValueType::U64 => Value::U64(u64::from_le_bytes(self.array(&what())?)),
+            ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what())?)),
+            ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what())?)),
+            ValueType::Bool => Value::Bool(self.bool(key)?),
+            ValueType::String => Value::String(self.string(&what())?),
+            ValueType::Array => Value::Array(self.array_value(key, depth)?),
+        })
+    }
+
+    fn bool(&mut self, key: &str) -> Result<bool, GgufError> {
+        match self.array::<1>(&format!("value of metadata key '{key}'"))?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            byte => Err(GgufError::InvalidBool {
+                key: key.to_owned(),
+                byte,
+            }),
+        }
+    }
+
+    fn array_value(&mut self, key: &str, depth: usize) -> Result<Array, GgufError> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(GgufError::NestingTooDeep {
+                key: key.to_owned(),
+                max: MAX_ARRAY_DEPTH,
+            });
+        }
+        let id = self.u32(&format!("array type of metadata key '{key}'"))?;
+        let ty = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
+            key: key.to_owned(),
+            id,
+        })?;
+        let count_pos = self.pos as u64;
+        let n = self.u64(&format!("array length of metadata key '{key}'"))?;
+        if n.checked_mul(ty.min_size()).is_none_or(|b| b > self.remaining()) {
+            return Err(GgufError::CountTooLarge {
+                what: format!("array length of metadata key '{key}'"),
+                offset: count_pos,
+                count: n,
+                unit: "elements",
+            });
+        }
+        let n = n as usize;
+        let what = format!("array of metadata key '{key}'");
+        macro_rules! fixed {
+            ($variant:ident, $t:ty) => {{
+                const S: usize = std::mem::size_of::<$t>();
+                let raw = self.bytes((n * S) as u64, &what)?;
+                Array::$variant(
+                    raw.chunks_exact(S)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of S bytes")))
+                        .collect(),
+                )
+            }};
+        }
+        Ok(match ty {
+            ValueType::U8 => Array::U8(self.bytes(n as u64, &what)?.to_vec()),
+            ValueType::I8 => fixed!(I8, i8),
+            ValueType::U16 => fixed!(U16, u16),
+            ValueType::I16 => fixed!(I16, i16),
+            ValueType::U32 => fixed!(U32, u32),
+            ValueType::I32 => fixed!(I32, i32),
+            ValueType::F32 => fixed!(F32, f32),
+            ValueType::U64 => fixed!(U64, u64),
+            ValueType::I64 => fixed!(I64, i64),
+            ValueType::F64 => fixed!(F64, f64),
+            ValueType::Bool => Array::Bool((0..n).map(|_| self.bool(key)).collect::<Result<_, _>>()?),
+            ValueType::String => Array::String(
+                (0..n)
+                    .map(|_| self.string(&format!("string in array of metadata key '{key}'")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ValueType::Array => Array::Array(
+                (0..n)
+                    .map(|_| self.array_value(key, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn tensor_info(&mut self, alignment: u64) -> Result<TensorInfo, GgufError> {
+        let name_pos = self.pos as u64;
+        let name = self.string("tensor name")?;
+        if name.len() as u64 > MAX_NAME_LEN {
+            return Err(GgufError::NameTooLong {
+                offset: name_pos,
+                len: name.len() as u64,
+            });
+        }
+        let n_dims = self.u32(&format!("dimension count of tensor '{name}'"))?;
+        if n_dims > MAX_DIMS {
+            return Err(GgufError::TooManyDims { name, n_dims });
+        }
+        let dims = (0..n_dims)
+            .map(|_| self.u64(&format!("dimensions of tensor '{name}'")))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let id = self.u32(&format!("type of tensor '{name}'"))?;
+        let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownTensorType {
+            name: name.clone(),
+            id,
+        })?;
+        let offset = self.u64(&format!("data offset of tensor '{name}'"))?;
+
+        let bad_dims = || GgufError::BadDims {
+            name: name.clone(),
+            dims: dims.clone(),
+        };
+        // ggml keeps element counts in i64; stay below that so every product is representable.
+        let n_elements = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(bad_dims)?;
+        let ne0 = dims.first().copied().unwrap_or(1);
+        if ne0 % ty.block_size() as u64 != 0 {
+            return Err(GgufError::NotBlockMultiple {
+                name,
+                ne0,
+                ty,
+                block: ty.block_size(),
+            });
+        }
+        let size = (n_elements / ty.block_size() as u64)
+            .checked_mul(ty.type_size() as u64)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(bad_dims)?;
+        if offset % alignment != 0 {
+            return Err(GgufError::MisalignedTensor {
+                name,
+                offset,
+                alignment,
+            });
+        }
+        Ok(TensorInfo {
+            name,
+            ty,
+            dims,
+            offset,
+            size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal GGUF writer for tests.
+    struct W(Vec<u8>);
+    impl W {
+        fn new(version: u32, n_tensors: u64, n_kv: u64) -> Self {
+            let mut w = W(b"GGUF".to_vec());
+            w.u32(version);
+            w.u64(n_tensors);
+            w.u64(n_kv);
+            w
+        }
+        fn u32(&mut self, v: u32) {
+            self.0.extend_from_slice(&v.to_le_bytes());
+        }
+        fn u64(&mut self, v: u64) {
+            self.0.extend_from_slice(&v.to_le_bytes());
+        }
+        fn str(&mut self, s: &str) {
+            self.u64(s.len() as u64);
+            self.0.extend_from_slice(s.as_bytes());
+        }
+        fn pad(&mut self, a: usize) {
+            while self.0.len() % a != 0 {
+                self.0.push(0);
+            }
+        }
+    }
+
+    fn one_tensor_file(ty: GgmlType, dims: &[u64], offset: u64, data: usize) -> Vec<u8> {
+        let mut w = W::new(3, 1, 1);
+        w.str("general.architecture");
+        w.u32(8);
+        w.str("llama");
+        w.str("t");
+        w.u32(dims.len() as u32);
+        for &d in dims {
+            w.u64(d);
+        }
+        w.u32(ty.id());
+        w.u64(offset);
+        w.pad(32);
+        w.0.extend(std::iter::repeat_n(0u8, data));
+        w.0
+    }
+
+    #[test]
+    fn parses_a_valid_file() {
+        let buf = one_tensor_file(GgmlType::Q4_0, &[64, 2], 0, 72);
+        let h = parse(&buf).unwrap();
+        assert_eq!(h.version, 3);
+        assert_eq!(h.metadata.str("general.architecture").unwrap(), "llama");
+        assert_eq!(h.tensors[0].size, 72);
+        assert_eq!(h.tensors[0].rows_cols(), (2, 64));
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert!(matches!(parse(b"GGUX\x03\0\0\0"), Err(GgufError::BadMagic(_))));
+        assert!(matches!(
+            parse(b"GGUF\x01\0\0\0"),
+            Err(GgufError::UnsupportedVersion(1))
+        ));
+        assert!(matches!(parse(b"GGUF\0\0\0\x03"), Err(GgufError::BigEndian)));
+        assert!(matches!(parse(b"GGU"), Err(GgufError::Truncated { .. })));
+        let mut w = W::new(3, 0, u64::MAX / 2);
+        w.u32(0);
+        assert!(matches!(
+            parse(&w.0),
+            Err(GgufError::CountTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_tensors() {
+        let not_multiple = one_tensor_file(GgmlType::Q4_0, &[33, 2], 0, 72);
+        assert!(matches!(
+            parse(&not_multiple),
+            Err(GgufError::NotBlockMultiple { .. })
+        ));
+        let outside = one_tensor_file(GgmlType::Q4_0, &[64, 2], 32, 72);
+        assert!(matches!(
+            parse(&outside),
+            Err(GgufError::TensorOutOfBounds { .. })
+        ));
+        let misaligned = one_tensor_file(GgmlType::F32, &[4], 4, 64);
+        assert!(matches!(
+            parse(&misaligned),
+            Err(GgufError::MisalignedTensor { .. })
+        ));
+        let overflow = one_tensor_file(GgmlType::F32, &[u64::MAX, 2], 0, 64);
+        assert!(matches!(parse(&overflow), Err(GgufError::BadDims { .. })));
+        let too_many = one_tensor_file(GgmlType::F32, &[1, 1, 1, 1, 1], 0, 64);
+        assert!(matches!(
+            parse(&too_many),
+            Err(GgufError::TooManyDims { .. })
+        ));
+    }
+
+    #[test]
+    fn reads_nested_arrays_and_rejects_invalid_utf8() {
+        let mut w = W::new(3, 0, 1);
+        w.str("a");
+        w.u32(9); // array
+        w.u32(9); // of arrays
+        w.u64(2);
+        for _ in 0..2 {
+            w.u32(8); // of strings
+            w.u64(1);
+            w.str("x");
+        }
+        let h = parse(&w.0).unwrap();
+        let Value::Array(Array::Array(inner)) = h.metadata.get("a").unwrap() else {
+            panic!("expected nested array")
+        };
+        assert_eq!(inner.len(), 2);
+
+        let mut w = W::new(3, 0, 1);
+        w.u64(2);
+        w.0.extend_from_slice(&[0xff, 0xfe]);
+        w.u32(4);
+        w.u32(0);
+        assert!(matches!(parse(&w.0), Err(GgufError::InvalidUtf8 { .. })));
+    }
+}

@@ -1,0 +1,18 @@
+//! rllm-core: GGUF loading and validation, model architectures, KV cache, the forward pass and
+//! sampling. Knows nothing of Python; `rllm-py` binds it.
+
+pub mod arch;
+pub mod context;
+pub mod error;
+pub mod forward;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod ops;
+pub mod sampler;
+pub mod tensor;
+
+pub use context::{Context, ContextParams, FinishReason, Generator};
+pub use error::{Error, Result};
+pub use model::Model;
+pub use sampler::{Sampler, SamplerParams};

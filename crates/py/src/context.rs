@@ -1,0 +1,179 @@
+//! `rllm._rllm.Context`: one conversation's KV cache and position, and the token stream of a
+//! generation running in it.
+
+use numpy::ndarray::{Array1, Array2};
+use numpy::{IntoPyArray, PyArray1, PyArrayDyn};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use rllm_core::{ContextParams, FinishReason, Generator};
+
+use crate::errors::catch;
+use crate::model::Model;
+use crate::sampler::Sampler;
+
+/// The mutable state of one conversation: KV cache, position and scratch, allocated once.
+#[pyclass(module = "rllm._rllm")]
+pub struct Context {
+    inner: rllm_core::Context,
+}
+
+fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
+    match v {
+        Some(n) if n <= 0 => Err(PyValueError::new_err(format!("{name} must be positive, got {n}"))),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+#[pymethods]
+impl Context {
+    #[new]
+    #[pyo3(signature = (model, n_ctx=None, n_threads=None, n_batch=None))]
+    fn new(
+        py: Python<'_>,
+        model: &Model,
+        n_ctx: Option<i64>,
+        n_threads: Option<i64>,
+        n_batch: Option<i64>,
+    ) -> PyResult<Self> {
+        let params = ContextParams {
+            n_ctx: positive("n_ctx", n_ctx)?,
+            n_threads: positive("n_threads", n_threads)?,
+            n_batch: positive("n_batch", n_batch)?,
+        };
+        let model = model.inner.clone();
+        let inner = py.detach(|| catch(|| rllm_core::Context::new(model, &params)))?;
+        Ok(Context { inner })
+    }
+
+    #[getter]
+    fn n_ctx(&self) -> usize {
+        self.inner.n_ctx()
+    }
+
+    #[getter]
+    fn n_past(&self) -> usize {
+        self.inner.n_past()
+    }
+
+    #[getter]
+    fn n_threads(&self) -> usize {
+        self.inner.n_threads()
+    }
+
+    /// The tokens whose keys and values are in the cache.
+    #[getter]
+    fn tokens(&self) -> Vec<u32> {
+        self.inner.tokens().to_vec()
+    }
+
+    /// Evaluate `tokens` after those already in the context. Returns float32 logits of the last
+    /// token (`[n_vocab]`), or with `all_logits=True` of every token (`[len(tokens), n_vocab]`).
+    #[pyo3(signature = (tokens, all_logits=false))]
+    fn eval<'py>(
+        &mut self,
+        py: Python<'py>,
+        tokens: Vec<u32>,
+        all_logits: bool,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let inner = &mut self.inner;
+        let logits = py.detach(|| catch(|| inner.eval(&tokens, all_logits).map(<[f32]>::to_vec)))?;
+        let n_rows = if all_logits { tokens.len() } else { 1 };
+        let n_vocab = logits.len() / n_rows;
+        if all_logits {
+            let a = Array2::from_shape_vec((n_rows, n_vocab), logits)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            Ok(a.into_dyn().into_pyarray(py))
+        } else {
+            Ok(Array1::from_vec(logits).into_dyn().into_pyarray(py))
+        }
+    }
+
+    /// Logits of the last evaluated token, or None before any evaluation.
+    fn last_logits<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
+        self.inner.last_logits().map(|l| l.to_vec().into_pyarray(py))
+    }
+
+    /// Forget everything evaluated so far.
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// Keep only the first `n` tokens.
+    fn truncate(&mut self, n: usize) -> PyResult<()> {
+        Ok(catch(|| self.inner.truncate(n))?)
+    }
+
+    /// Start generating after the evaluated prompt: an iterator of token ids that samples with
+    /// `sampler`, evaluates each token it yields, and ends at a token in `stop_ids`, after
+    /// `max_tokens` tokens (None = no limit), or when the context is full.
+    #[pyo3(signature = (sampler, max_tokens=None, stop_ids=Vec::new()))]
+    fn generate(
+        slf: Bound<'_, Self>,
+        sampler: &Sampler,
+        max_tokens: Option<i64>,
+        stop_ids: Vec<u32>,
+    ) -> PyResult<TokenStream> {
+        let max_tokens = match max_tokens {
+            Some(n) if n < 0 => {
+                return Err(PyValueError::new_err(format!("max_tokens must be >= 0, got {n}")))
+            }
+            Some(n) => Some(n as usize),
+            None => None,
+        };
+        if slf.borrow().inner.last_logits().is_none() {
+            return Err(PyValueError::new_err("evaluate a prompt before generating"));
+        }
+        Ok(TokenStream {
+            ctx: slf.unbind(),
+            gen: Generator::new(sampler.inner.clone(), max_tokens, stop_ids),
+        })
+    }
+
+    /// Bytes held by the KV cache.
+    #[getter]
+    fn kv_bytes(&self) -> usize {
+        self.inner.kv_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Context(n_ctx={}, n_past={})", self.inner.n_ctx(), self.inner.n_past())
+    }
+}
+
+/// Token ids of a running generation; see `Context.generate`.
+#[pyclass(module = "rllm._rllm")]
+pub struct TokenStream {
+    ctx: Py<Context>,
+    gen: Generator,
+}
+
+#[pymethods]
+impl TokenStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<u32>> {
+        let mut ctx = self.ctx.bind(py).try_borrow_mut()?;
+        let inner = &mut ctx.inner;
+        let gen = &mut self.gen;
+        Ok(py.detach(|| catch(|| gen.next_token(inner)))?)
+    }
+
+    /// "stop", "length" or "context_full" once the stream has ended, else None.
+    #[getter]
+    fn finish_reason(&self) -> Option<&'static str> {
+        self.gen.finish.map(|f| match f {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ContextFull => "context_full",
+        })
+    }
+
+    /// Tokens generated so far.
+    #[getter]
+    fn n_generated(&self) -> usize {
+        self.gen.n_generated
+    }
+}

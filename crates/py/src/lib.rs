@@ -1,0 +1,22 @@
+//! Python bindings of rllm (`rllm._rllm`): argument conversion only. Compute runs with the
+//! interpreter detached so other Python threads keep running.
+
+use pyo3::prelude::*;
+
+mod context;
+mod errors;
+mod kernels;
+mod model;
+mod sampler;
+
+#[pymodule]
+fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<model::Model>()?;
+    m.add_class::<model::GgufFile>()?;
+    m.add_class::<context::Context>()?;
+    m.add_class::<context::TokenStream>()?;
+    m.add_class::<sampler::Sampler>()?;
+    kernels::register(m)?;
+    Ok(())
+}

