@@ -157,12 +157,14 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
         v => return Err(GgufError::UnsupportedVersion(v)),
     }
+    let n_tensors_at = r.pos as u64;
     let n_tensors = r.u64("tensor count")?;
+    let n_kv_at = r.pos as u64;
     let n_kv = r.u64("metadata count")?;
     // Every key-value pair needs at least a key length, a type and one value byte;
     // every tensor info at least a name length, n_dims, type and offset.
-    r.check_count(n_kv, 8 + 4 + 1, "metadata count", "entries")?;
-    r.check_count(n_tensors, 8 + 4 + 4 + 8, "tensor count", "tensors")?;
+    r.check_count(n_kv, 8 + 4 + 1, n_kv_at, "metadata count", "entries")?;
+    r.check_count(n_tensors, 8 + 4 + 4 + 8, n_tensors_at, "tensor count", "tensors")?;
 
     let mut metadata = Metadata::default();
     for _ in 0..n_kv {
@@ -290,6 +292,7 @@ impl<'a> Reader<'a> {
         &self,
         count: u64,
         min_size: u64,
+        offset: u64,
         what: &str,
         unit: &'static str,
     ) -> Result<(), GgufError> {
@@ -297,7 +300,7 @@ impl<'a> Reader<'a> {
             Some(n) if n <= self.remaining() => Ok(()),
             _ => Err(GgufError::CountTooLarge {
                 what: what.to_owned(),
-                offset: self.pos as u64,
+                offset,
                 count,
                 unit,
             }),
