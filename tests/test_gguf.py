@@ -252,7 +252,7 @@ def test_info_prints_metadata_and_tensors(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "general.architecture = 'llama'" in out.stdout
     assert "llama.block_count = 2" in out.stdout
-    assert "... (257 items)" in out.stdout, "long arrays are abbreviated"
+    assert "... (258 items)" in out.stdout, "long arrays are abbreviated"
     assert "blk.0.attn_q.weight" in out.stdout
     assert f"F32      {TINY.n_embd} x {TINY.n_embd}" in out.stdout
 

@@ -37,13 +37,13 @@ def write_tiny_llama(
     omit: tuple[str, ...] = (),
     extra_tensors: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write a llama GGUF with random weights and a byte-level tokenizer (256 byte tokens plus
-    ``<|endoftext|>``). Returns the weights as the file stores them, dequantized to float64.
+    """Write a llama GGUF with random weights and a byte-level tokenizer (256 byte tokens, one
+    merge ``he``, and ``<|endoftext|>``). Returns the weights as the file stores them, dequantized to float64.
 
     For corrupt-file tests: ``arch`` renames the architecture, ``omit`` drops metadata keys
     (written with the ``llama.`` prefix) or tensors by name, ``extra_tensors`` adds tensors."""
     rng = np.random.default_rng(seed)
-    tokens = [*byte_level_vocab(), "<|endoftext|>"]
+    tokens = [*byte_level_vocab(), "he", "<|endoftext|>"]
     n_vocab = len(tokens)
     qtype = gguf.GGMLQuantizationType[weight_type]
     e, f, hd = hp.n_embd, hp.n_ff, hp.head_dim
@@ -75,8 +75,8 @@ def write_tiny_llama(
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
-    w.add_token_types([1] * 256 + [3])
-    w.add_token_merges([])
+    w.add_token_types([1] * 257 + [3])
+    w.add_token_merges(["h e"])
     w.add_bos_token_id(n_vocab - 1)
     w.add_eos_token_id(n_vocab - 1)
     w.add_add_bos_token(False)
