@@ -2,7 +2,7 @@
 //! final norm, output head for the rows whose logits are wanted.
 //! Reference graph: llama.cpp `src/models/llama.cpp` (`llm_build_llama`).
 
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use rllm_kernels::{matmul, GgmlType};
 
@@ -37,6 +37,8 @@ pub struct Scratch {
     up: Vec<f32>,
     /// `[n_head, n_ctx]` attention scores, one row per head
     scores: Vec<f32>,
+    /// `[n_head, 2 * head_dim]` per-head temporaries of attention: the query, one K/V row
+    head_tmp: Vec<f32>,
     /// Activations quantized for the weight kernels (see [`ActCache`]).
     act: ActCache,
 }
@@ -57,6 +59,7 @@ impl Scratch {
             gate: z(n_batch * hp.n_ff),
             up: z(n_batch * hp.n_ff),
             scores: z(hp.n_head * n_ctx),
+            head_tmp: z(hp.n_head * 2 * hp.head_dim),
             act: ActCache::default(),
         }
     }
@@ -82,7 +85,15 @@ impl ActCache {
             matmul::quantize_rows(k, &x[..m * w.cols], w.cols, &mut self.bytes);
             self.format = Some(k.act);
         }
-        matmul::matmul(k, w.data(map), w.rows, w.cols, &self.bytes, m, &mut out[..m * w.rows]);
+        matmul::matmul(
+            k,
+            w.data(map),
+            w.rows,
+            w.cols,
+            &self.bytes,
+            m,
+            &mut out[..m * w.rows],
+        );
     }
 }
 
@@ -176,30 +187,36 @@ fn attention_block(
     s.att_heads[..hp.n_head * m * hd]
         .par_chunks_mut(m * hd)
         .zip(s.scores.par_chunks_mut(n_ctx))
+        .zip(s.head_tmp.par_chunks_mut(2 * hd))
         .enumerate()
-        .for_each(|(h, (out, scores))| {
+        .for_each(|(h, ((out, scores), tmp))| {
             let g = h / group;
-            let mut q16 = vec![f16::ZERO; hd];
+            let (qh, row) = tmp.split_at_mut(hd);
             for t in 0..m {
                 let n_kv = pos0 + t + 1;
-                // llama.cpp multiplies f16 keys by queries converted to f16.
-                for (d, qv) in q16.iter_mut().zip(&q[t * qd + h * hd..t * qd + (h + 1) * hd]) {
-                    *d = f16::from_f32(*qv);
+                // llama.cpp multiplies f16 keys by queries rounded to f16 ...
+                for (d, qv) in qh
+                    .iter_mut()
+                    .zip(&q[t * qd + h * hd..t * qd + (h + 1) * hd])
+                {
+                    *d = f16::from_f32(*qv).to_f32();
                 }
                 let sc = &mut scores[..n_kv];
                 for (j, sj) in sc.iter_mut().enumerate() {
-                    let krow = &k_cache[j * kvd + g * hd..j * kvd + (g + 1) * hd];
-                    *sj = dot_f16(&q16, krow) * scale;
+                    let start = j * kvd + g * hd;
+                    k_cache[start..start + hd].convert_to_f32_slice(row);
+                    *sj = dot(qh, row) * scale;
                 }
                 ops::softmax(sc);
                 let o = &mut out[t * hd..(t + 1) * hd];
                 o.fill(0.0);
                 for (j, &p) in sc.iter().enumerate() {
-                    // ... and values by probabilities converted to f16.
+                    // ... and values by probabilities rounded to f16.
                     let p = f16::from_f32(p).to_f32();
-                    let vrow = &v_cache[j * kvd + g * hd..j * kvd + (g + 1) * hd];
-                    for (od, vd) in o.iter_mut().zip(vrow) {
-                        *od += p * vd.to_f32();
+                    let start = j * kvd + g * hd;
+                    v_cache[start..start + hd].convert_to_f32_slice(row);
+                    for (od, vd) in o.iter_mut().zip(row.iter()) {
+                        *od += p * vd;
                     }
                 }
             }
@@ -227,6 +244,16 @@ fn ffn_block(hp: &HParams, map: &[u8], layer: &Layer, s: &mut Scratch, m: usize)
     ops::add_assign(&mut s.x[..m * hp.n_embd], &s.proj[..m * hp.n_embd]);
 }
 
-fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x.to_f32() * y.to_f32()).sum()
+/// f32 dot product in eight independent lanes, so that it vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
+    let (b8, b_rest) = b.split_at(a8.len());
+    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
