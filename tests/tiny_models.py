@@ -38,7 +38,8 @@ def write_tiny_llama(
     extra_tensors: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Write a llama GGUF with random weights and a byte-level tokenizer (256 byte tokens, one
-    merge ``he``, and ``<|endoftext|>``). Returns the weights as the file stores them, dequantized to float64.
+    merge ``he``, and ``<|endoftext|>``). Returns the weights as the file stores them,
+    dequantized to float64.
 
     For corrupt-file tests: ``arch`` renames the architecture, ``omit`` drops metadata keys
     (written with the ``llama.`` prefix) or tensors by name, ``extra_tensors`` adds tensors."""

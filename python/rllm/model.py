@@ -179,7 +179,9 @@ class Model:
         ctx.eval(todo)
         t.prompt_ms = 1000 * (time.perf_counter() - start)
         t.prompt_tokens = len(todo)
-        stream = ctx.generate(sampler, max_tokens=max_tokens, stop_ids=sorted(self.tokenizer.eog_ids))
+        stream = ctx.generate(
+            sampler, max_tokens=max_tokens, stop_ids=sorted(self.tokenizer.eog_ids)
+        )
         detok = Detokenizer(self.tokenizer)
         held = ""  # text that might be the start of a stop string
         start = time.perf_counter()
