@@ -45,7 +45,9 @@ impl Context {
         }
         // Keys and values of a context this long would not fit in any machine's memory.
         if n_ctx > 1 << 24 {
-            return Err(Error::InvalidArgument(format!("n_ctx {n_ctx} is too large")));
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {n_ctx} is too large"
+            )));
         }
         let n_threads = match params.n_threads {
             Some(0) => return Err(Error::InvalidArgument("n_threads must be positive".into())),
@@ -62,7 +64,9 @@ impl Context {
             .num_threads(n_threads)
             .thread_name(|i| format!("rllm-{i}"))
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}")))?;
+            .map_err(|e| {
+                Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
+            })?;
         Ok(Context {
             kv: KvCache::new(hp.n_layer, n_ctx, hp.kv_dim()),
             scratch: Scratch::new(hp, n_batch, n_ctx),
@@ -147,9 +151,20 @@ impl Context {
         for chunk in tokens.chunks(n_batch) {
             let pos0 = self.tokens.len();
             let want = if all { Logits::All } else { Logits::Last };
-            let (model, kv, rope, scratch) = (&*self.model, &mut self.kv, &self.rope, &mut self.scratch);
-            self.pool
-                .install(|| forward(model, kv, rope, scratch, chunk, pos0, want, &mut chunk_logits));
+            let (model, kv, rope, scratch) =
+                (&*self.model, &mut self.kv, &self.rope, &mut self.scratch);
+            self.pool.install(|| {
+                forward(
+                    model,
+                    kv,
+                    rope,
+                    scratch,
+                    chunk,
+                    pos0,
+                    want,
+                    &mut chunk_logits,
+                )
+            });
             self.tokens.extend_from_slice(chunk);
             if all {
                 all_logits.extend_from_slice(&chunk_logits);
@@ -225,9 +240,9 @@ impl Generator {
             }
             ctx.eval(&[tok], false)?;
         }
-        let logits = ctx.last_logits().ok_or_else(|| {
-            Error::InvalidArgument("evaluate a prompt before generating".into())
-        })?;
+        let logits = ctx
+            .last_logits()
+            .ok_or_else(|| Error::InvalidArgument("evaluate a prompt before generating".into()))?;
         let tok = self.sampler.sample(logits, ctx.tokens());
         self.n_generated += 1;
         if self.stop_ids.contains(&tok) {

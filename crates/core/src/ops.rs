@@ -33,7 +33,13 @@ pub struct RopeTable {
 impl RopeTable {
     /// θ(pos, i) = pos · base^(−2i/n_rot), computed by repeated multiplication in f32 as ggml
     /// does, so that positions round the same way.
-    pub fn new(style: RopeStyle, n_rot: usize, freq_base: f32, freq_scale: f32, n_pos: usize) -> Self {
+    pub fn new(
+        style: RopeStyle,
+        n_rot: usize,
+        freq_base: f32,
+        freq_scale: f32,
+        n_pos: usize,
+    ) -> Self {
         let half = n_rot / 2;
         let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
         let mut cos_sin = Vec::with_capacity(n_pos * half);

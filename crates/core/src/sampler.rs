@@ -44,7 +44,10 @@ impl SamplerParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidArgument(msg));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(0.0..=1.0).contains(&self.top_p) {
             return bad(format!("top_p must be in [0, 1], got {}", self.top_p));
@@ -53,7 +56,10 @@ impl SamplerParams {
             return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
@@ -197,7 +203,8 @@ impl Sampler {
 
     fn apply_penalties(&mut self, history: &[u32]) {
         let p = &self.params;
-        let off = p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
+        let off =
+            p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
         if off || p.repeat_last_n == 0 {
             return;
         }
@@ -283,10 +290,22 @@ mod tests {
     #[test]
     fn invalid_parameters_are_rejected() {
         for bad in [
-            SamplerParams { temperature: -1.0, ..Default::default() },
-            SamplerParams { top_p: 1.5, ..Default::default() },
-            SamplerParams { min_p: -0.1, ..Default::default() },
-            SamplerParams { repeat_penalty: 0.0, ..Default::default() },
+            SamplerParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplerParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplerParams {
+                min_p: -0.1,
+                ..Default::default()
+            },
+            SamplerParams {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
         ] {
             assert!(Sampler::new(bad).is_err());
         }

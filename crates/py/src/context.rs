@@ -19,7 +19,9 @@ pub struct Context {
 
 fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
     match v {
-        Some(n) if n <= 0 => Err(PyValueError::new_err(format!("{name} must be positive, got {n}"))),
+        Some(n) if n <= 0 => Err(PyValueError::new_err(format!(
+            "{name} must be positive, got {n}"
+        ))),
         Some(n) => Ok(Some(n as usize)),
         None => Ok(None),
     }
@@ -77,7 +79,8 @@ impl Context {
         all_logits: bool,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let inner = &mut self.inner;
-        let logits = py.detach(|| catch(|| inner.eval(&tokens, all_logits).map(<[f32]>::to_vec)))?;
+        let logits =
+            py.detach(|| catch(|| inner.eval(&tokens, all_logits).map(<[f32]>::to_vec)))?;
         let n_rows = if all_logits { tokens.len() } else { 1 };
         let n_vocab = logits.len() / n_rows;
         if all_logits {
@@ -91,7 +94,9 @@ impl Context {
 
     /// Logits of the last evaluated token, or None before any evaluation.
     fn last_logits<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
-        self.inner.last_logits().map(|l| l.to_vec().into_pyarray(py))
+        self.inner
+            .last_logits()
+            .map(|l| l.to_vec().into_pyarray(py))
     }
 
     /// Forget everything evaluated so far.
@@ -116,7 +121,9 @@ impl Context {
     ) -> PyResult<TokenStream> {
         let max_tokens = match max_tokens {
             Some(n) if n < 0 => {
-                return Err(PyValueError::new_err(format!("max_tokens must be >= 0, got {n}")))
+                return Err(PyValueError::new_err(format!(
+                    "max_tokens must be >= 0, got {n}"
+                )))
             }
             Some(n) => Some(n as usize),
             None => None,
@@ -137,7 +144,11 @@ impl Context {
     }
 
     fn __repr__(&self) -> String {
-        format!("Context(n_ctx={}, n_past={})", self.inner.n_ctx(), self.inner.n_past())
+        format!(
+            "Context(n_ctx={}, n_past={})",
+            self.inner.n_ctx(),
+            self.inner.n_past()
+        )
     }
 }
 

@@ -163,10 +163,20 @@ fn metadata_dict<'py>(
     Ok(d)
 }
 
-fn tensor_table(file: &rllm_core::gguf::GgufFile) -> Vec<(String, &'static str, Vec<u64>, usize, u64)> {
+fn tensor_table(
+    file: &rllm_core::gguf::GgufFile,
+) -> Vec<(String, &'static str, Vec<u64>, usize, u64)> {
     file.tensors
         .iter()
-        .map(|t| (t.name.clone(), t.ty.name(), t.dims.clone(), t.size, t.offset))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.ty.name(),
+                t.dims.clone(),
+                t.size,
+                t.offset,
+            )
+        })
         .collect()
 }
 

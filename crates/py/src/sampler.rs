@@ -32,7 +32,9 @@ impl Sampler {
         seed: Option<u64>,
     ) -> PyResult<Self> {
         if top_k < 0 {
-            return Err(PyValueError::new_err(format!("top_k must be >= 0, got {top_k}")));
+            return Err(PyValueError::new_err(format!(
+                "top_k must be >= 0, got {top_k}"
+            )));
         }
         if repeat_last_n < 0 {
             return Err(PyValueError::new_err(format!(

@@ -87,12 +87,7 @@ impl HParams {
     }
 
     fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), GgufError> {
-        let bad = |k: &str, why: String| {
-            Err(GgufError::InvalidValue {
-                key: key(k),
-                why,
-            })
-        };
+        let bad = |k: &str, why: String| Err(GgufError::InvalidValue { key: key(k), why });
         for (k, v) in [
             ("embedding_length", self.n_embd),
             ("block_count", self.n_layer),
@@ -108,28 +103,46 @@ impl HParams {
         // Bounds that no real model approaches; they keep corrupt values from driving huge
         // allocations.
         if self.n_layer > 4096 || self.n_head > 4096 || self.n_embd > 1 << 20 {
-            return bad("block_count", "model dimensions are implausibly large".into());
+            return bad(
+                "block_count",
+                "model dimensions are implausibly large".into(),
+            );
         }
         if self.n_head % self.n_head_kv != 0 {
             return bad(
                 "attention.head_count_kv",
-                format!("{} does not divide head_count {}", self.n_head_kv, self.n_head),
+                format!(
+                    "{} does not divide head_count {}",
+                    self.n_head_kv, self.n_head
+                ),
             );
         }
         if self.head_dim == 0 || self.head_dim > 4096 {
-            return bad("attention.key_length", format!("head size {} is invalid", self.head_dim));
+            return bad(
+                "attention.key_length",
+                format!("head size {} is invalid", self.head_dim),
+            );
         }
         if self.n_rot == 0 || self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
             return bad(
                 "rope.dimension_count",
-                format!("{} must be even and at most the head size {}", self.n_rot, self.head_dim),
+                format!(
+                    "{} must be even and at most the head size {}",
+                    self.n_rot, self.head_dim
+                ),
             );
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
-            return bad("attention.layer_norm_rms_epsilon", format!("{} is not positive", self.rms_eps));
+            return bad(
+                "attention.layer_norm_rms_epsilon",
+                format!("{} is not positive", self.rms_eps),
+            );
         }
         if !(self.rope_freq_base.is_finite() && self.rope_freq_base > 0.0) {
-            return bad("rope.freq_base", format!("{} is not positive", self.rope_freq_base));
+            return bad(
+                "rope.freq_base",
+                format!("{} is not positive", self.rope_freq_base),
+            );
         }
         Ok(())
     }

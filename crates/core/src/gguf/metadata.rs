@@ -294,7 +294,8 @@ impl Metadata {
     }
 
     fn required(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_owned()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_owned()))
     }
 
     fn wrong_type(key: &str, expected: &'static str, got: &Value) -> GgufError {

@@ -25,7 +25,9 @@ pub enum GgufError {
         need: u64,
         len: u64,
     },
-    #[error("{what} at offset {offset} claims {count} {unit}, more than the rest of the file can hold")]
+    #[error(
+        "{what} at offset {offset} claims {count} {unit}, more than the rest of the file can hold"
+    )]
     CountTooLarge {
         what: String,
         offset: u64,

@@ -164,7 +164,13 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
     // Every key-value pair needs at least a key length, a type and one value byte;
     // every tensor info at least a name length, n_dims, type and offset.
     r.check_count(n_kv, 8 + 4 + 1, n_kv_at, "metadata count", "entries")?;
-    r.check_count(n_tensors, 8 + 4 + 4 + 8, n_tensors_at, "tensor count", "tensors")?;
+    r.check_count(
+        n_tensors,
+        8 + 4 + 4 + 8,
+        n_tensors_at,
+        "tensor count",
+        "tensors",
+    )?;
 
     let mut metadata = Metadata::default();
     for _ in 0..n_kv {
@@ -370,7 +376,9 @@ impl<'a> Reader<'a> {
         })?;
         let count_pos = self.pos as u64;
         let n = self.u64(&format!("array length of metadata key '{key}'"))?;
-        if n.checked_mul(ty.min_size()).is_none_or(|b| b > self.remaining()) {
+        if n.checked_mul(ty.min_size())
+            .is_none_or(|b| b > self.remaining())
+        {
             return Err(GgufError::CountTooLarge {
                 what: format!("array length of metadata key '{key}'"),
                 offset: count_pos,
@@ -402,7 +410,9 @@ impl<'a> Reader<'a> {
             ValueType::U64 => fixed!(U64, u64),
             ValueType::I64 => fixed!(I64, i64),
             ValueType::F64 => fixed!(F64, f64),
-            ValueType::Bool => Array::Bool((0..n).map(|_| self.bool(key)).collect::<Result<_, _>>()?),
+            ValueType::Bool => {
+                Array::Bool((0..n).map(|_| self.bool(key)).collect::<Result<_, _>>()?)
+            }
             ValueType::String => Array::String(
                 (0..n)
                     .map(|_| self.string(&format!("string in array of metadata key '{key}'")))
@@ -539,19 +549,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        assert!(matches!(parse(b"GGUX\x03\0\0\0"), Err(GgufError::BadMagic(_))));
+        assert!(matches!(
+            parse(b"GGUX\x03\0\0\0"),
+            Err(GgufError::BadMagic(_))
+        ));
         assert!(matches!(
             parse(b"GGUF\x01\0\0\0"),
             Err(GgufError::UnsupportedVersion(1))
         ));
-        assert!(matches!(parse(b"GGUF\0\0\0\x03"), Err(GgufError::BigEndian)));
+        assert!(matches!(
+            parse(b"GGUF\0\0\0\x03"),
+            Err(GgufError::BigEndian)
+        ));
         assert!(matches!(parse(b"GGU"), Err(GgufError::Truncated { .. })));
         let mut w = W::new(3, 0, u64::MAX / 2);
         w.u32(0);
-        assert!(matches!(
-            parse(&w.0),
-            Err(GgufError::CountTooLarge { .. })
-        ));
+        assert!(matches!(parse(&w.0), Err(GgufError::CountTooLarge { .. })));
     }
 
     #[test]
