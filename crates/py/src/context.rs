@@ -5,6 +5,7 @@ use numpy::ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyArray1, PyArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use rllm_core::{ContextParams, FinishReason, Generator};
 
 use crate::errors::catch;
@@ -30,18 +31,23 @@ fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
 #[pymethods]
 impl Context {
     #[new]
-    #[pyo3(signature = (model, n_ctx=None, n_threads=None, n_batch=None))]
+    #[pyo3(signature = (model, n_ctx=None, n_threads=None, n_batch=None, rope_freq_base=None,
+        rope_freq_scale=None))]
     fn new(
         py: Python<'_>,
         model: &Model,
         n_ctx: Option<i64>,
         n_threads: Option<i64>,
         n_batch: Option<i64>,
+        rope_freq_base: Option<f32>,
+        rope_freq_scale: Option<f32>,
     ) -> PyResult<Self> {
         let params = ContextParams {
             n_ctx: positive("n_ctx", n_ctx)?,
             n_threads: positive("n_threads", n_threads)?,
             n_batch: positive("n_batch", n_batch)?,
+            rope_freq_base,
+            rope_freq_scale,
         };
         let model = model.inner.clone();
         let inner = py.detach(|| catch(|| rllm_core::Context::new(model, &params)))?;
@@ -107,6 +113,23 @@ impl Context {
     /// Keep only the first `n` tokens.
     fn truncate(&mut self, n: usize) -> PyResult<()> {
         Ok(catch(|| self.inner.truncate(n))?)
+    }
+
+    /// Drop cached tokens `[n_keep, n_keep + n_discard)` and slide the later ones down, keys
+    /// re-rotated to their new positions (llama.cpp's context shift).
+    fn shift(&mut self, py: Python<'_>, n_keep: usize, n_discard: usize) -> PyResult<()> {
+        let inner = &mut self.inner;
+        Ok(py.detach(|| catch(|| inner.shift(n_keep, n_discard)))?)
+    }
+
+    /// The cached tokens, keys, values and last logits as bytes, for `load_state`.
+    fn save_state<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.save_state())
+    }
+
+    /// Restore a state from `save_state` of a context of the same model.
+    fn load_state(&mut self, data: &[u8]) -> PyResult<()> {
+        Ok(catch(|| self.inner.load_state(data))?)
     }
 
     /// Start generating after the evaluated prompt: an iterator of token ids that samples with
