@@ -103,4 +103,7 @@ def test_tiny_llama_matches_numpy_reference(tmp_path: Path, weight_type: str) ->
     # F32/F16 weights see only f16 KV rounding; quantized weights also 8-bit activations.
     tol = 0.01 if weight_type in ("F32", "F16") else 0.1
     assert np.max(np.abs(ours - ref)) < tol
-    assert (ours.argmax(-1) == ref.argmax(-1)).mean() > 0.9
+    # The greedy token agrees wherever the reference is not a near-tie at that tolerance.
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * tol
+    assert (ours.argmax(-1) == ref.argmax(-1))[clear].all()
