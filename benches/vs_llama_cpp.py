@@ -1,0 +1,122 @@
+"""rllm beside llama.cpp on the same GGUF file and thread count, in one run.
+
+Each repetition runs rllm then llama-bench (A/B, alternating, so drift hits both) for prompt
+processing (ppP: a P-token prompt in one batch) and generation (tgN: N single-token decodes),
+and records each process's peak RSS. Prints medians and the ratio rllm / llama.cpp.
+
+    python benches/vs_llama_cpp.py -m MODEL.gguf --llama-bench PATH/llama-bench \\
+        -p 128 -n 128 -t 1,2 -r 3
+
+llama-bench comes from a llama.cpp build (e.g. the source vendored in llama-cpp-python's
+sdist); it is used for comparison only and is never a dependency of rllm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Run in a child process so that its peak RSS is rllm's alone.
+RLLM_CHILD = r"""
+import json, sys, time
+import numpy as np
+from rllm import _rllm
+path, p, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+start = time.perf_counter()
+model = _rllm.Model(path)
+load_s = time.perf_counter() - start
+rng = np.random.default_rng(0)
+out = {"load_s": load_s}
+if p:
+    ids = rng.integers(100, model.n_vocab - 100, p).tolist()
+    ctx = _rllm.Context(model, n_ctx=p + n, n_threads=t, n_batch=max(p, 1))
+    ctx.eval(ids[:8])                       # warm-up
+    ctx.reset()
+    start = time.perf_counter()
+    ctx.eval(ids)
+    out["pp"] = p / (time.perf_counter() - start)
+if n:
+    ctx = _rllm.Context(model, n_ctx=p + n, n_threads=t)
+    ctx.eval([1]); ctx.reset()              # warm-up
+    tok = 1
+    start = time.perf_counter()
+    for _ in range(n):
+        logits = ctx.eval([tok])
+        tok = int(logits.argmax())
+    out["tg"] = n / (time.perf_counter() - start)
+print(json.dumps(out))
+"""
+
+
+def run(cmd: list[str]) -> tuple[str, float]:
+    """stdout and peak RSS (MiB) of one process."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        # wait4 (not Popen.wait) so that the child's own resource usage comes back.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{cmd[0]} failed ({proc.returncode}):\n{err.read()[-2000:]}")
+    return out, usage.ru_maxrss / 1024
+
+
+def rllm_once(model: str, p: int, n: int, t: int) -> tuple[dict, float]:
+    out, rss = run([sys.executable, "-c", RLLM_CHILD, model, str(p), str(n), str(t)])
+    return json.loads(out), rss
+
+
+def llama_once(bench: str, model: str, p: int, n: int, t: int) -> tuple[dict, float]:
+    cmd = [bench, "-m", model, "-p", str(p), "-n", str(n), "-t", str(t), "-r", "1", "-o", "json"]
+    out, rss = run(cmd)
+    res = {}
+    for row in json.loads(out):
+        key = "pp" if row["n_prompt"] and not row["n_gen"] else "tg"
+        res[key] = row["avg_ts"]
+    return res, rss
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", required=True)
+    ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH", "llama-bench"))
+    ap.add_argument("-p", type=int, default=128, help="prompt tokens (pp test)")
+    ap.add_argument("-n", type=int, default=128, help="generated tokens (tg test)")
+    ap.add_argument("-t", default="1,2", help="thread counts, comma-separated")
+    ap.add_argument("-r", type=int, default=3, help="repetitions (A/B pairs)")
+    args = ap.parse_args()
+    model = str(Path(args.model).resolve())
+    print(f"model {Path(model).name}, pp{args.p} / tg{args.n}, {args.r} A/B repetitions")
+    print(f"{'threads':>7} {'test':>6} {'rllm t/s':>10} {'llama.cpp t/s':>14} {'ratio':>6}")
+    rss = {"rllm": [], "llama.cpp": []}
+    for t in (int(x) for x in args.t.split(",")):
+        ours: dict[str, list[float]] = {"pp": [], "tg": []}
+        theirs: dict[str, list[float]] = {"pp": [], "tg": []}
+        for _ in range(args.r):
+            for test, (p, n) in (("pp", (args.p, 0)), ("tg", (0, args.n))):
+                a, ra = rllm_once(model, p, n, t)
+                b, rb = llama_once(args.llama_bench, model, p, n, t)
+                ours[test].append(a[test])
+                theirs[test].append(b[test])
+                rss["rllm"].append(ra)
+                rss["llama.cpp"].append(rb)
+        for test, size in (("pp", args.p), ("tg", args.n)):
+            a, b = statistics.median(ours[test]), statistics.median(theirs[test])
+            print(f"{t:>7} {test + str(size):>6} {a:>10.1f} {b:>14.1f} {a / b:>6.2f}")
+    print(
+        f"peak RSS (max over runs): rllm {max(rss['rllm']):.0f} MiB, "
+        f"llama.cpp {max(rss['llama.cpp']):.0f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
