@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::forward::{forward, Logits, Scratch};
+use crate::forward::{forward, Logits, Ropes, Scratch};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
-use crate::ops::RopeTable;
+use crate::ops::{RopeSpec, RopeTable};
 use crate::sampler::Sampler;
 
 /// Tokens per forward pass; longer prompts are evaluated in chunks of this size.
@@ -35,7 +35,7 @@ pub struct Context {
     n_ctx: usize,
     kv: KvCache,
     scratch: Scratch,
-    rope: RopeTable,
+    ropes: Ropes,
     pool: rayon::ThreadPool,
     /// Tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
@@ -88,13 +88,18 @@ impl Context {
         Ok(Context {
             kv: KvCache::new(hp.n_layer, n_ctx, hp.kv_dim()),
             scratch: Scratch::new(hp, n_batch, n_ctx),
-            rope: RopeTable::new(
-                hp.rope_style,
-                hp.n_rot,
-                params.rope_freq_base.unwrap_or(hp.rope_freq_base),
-                params.rope_freq_scale.unwrap_or(hp.rope_freq_scale),
-                n_ctx,
-            ),
+            ropes: Ropes {
+                // User overrides apply to the global layers, as in llama.cpp.
+                global: RopeTable::new(
+                    &RopeSpec {
+                        freq_base: params.rope_freq_base.unwrap_or(hp.rope.freq_base),
+                        freq_scale: params.rope_freq_scale.unwrap_or(hp.rope.freq_scale),
+                        ..hp.rope.clone()
+                    },
+                    n_ctx,
+                ),
+                swa: RopeTable::new(&hp.rope_swa, n_ctx),
+            },
             pool,
             tokens: Vec::with_capacity(n_ctx),
             logits: Vec::new(),
@@ -157,10 +162,13 @@ impl Context {
             return Ok(());
         }
         let hp = &self.model.hparams;
-        let (rope, head_dim) = (&self.rope, hp.head_dim);
-        self.kv.shift(hp.n_layer, n_keep, n_discard, n_past, |row| {
-            rope.unapply(row, head_dim, n_discard)
-        });
+        let ropes = &self.ropes;
+        self.kv
+            .shift(hp.n_layer, n_keep, n_discard, n_past, |layer, row| {
+                ropes
+                    .for_layer(hp, layer)
+                    .unapply(row, hp.head_dim, n_discard)
+            });
         self.tokens.drain(n_keep..n_keep + n_discard);
         Ok(())
     }
@@ -273,13 +281,13 @@ impl Context {
         for chunk in tokens.chunks(n_batch) {
             let pos0 = self.tokens.len();
             let want = if all { Logits::All } else { Logits::Last };
-            let (model, kv, rope, scratch) =
-                (&*self.model, &mut self.kv, &self.rope, &mut self.scratch);
+            let (model, kv, ropes, scratch) =
+                (&*self.model, &mut self.kv, &self.ropes, &mut self.scratch);
             self.pool.install(|| {
                 forward(
                     model,
                     kv,
-                    rope,
+                    ropes,
                     scratch,
                     chunk,
                     pos0,

@@ -1,12 +1,15 @@
-//! The decoder forward pass over a batch of tokens: embedding, blocks of attention + SwiGLU,
-//! final norm, output head for the rows whose logits are wanted.
-//! Reference graph: llama.cpp `src/models/llama.cpp` (`llm_build_llama`).
+//! The decoder forward pass over a batch of tokens, shared by every architecture: embedding,
+//! blocks of attention + gated FFN (with the optional parts an architecture declares), final
+//! norm, output head for the rows whose logits are wanted.
+//! Reference graphs: llama.cpp `src/models/{llama,qwen2,gemma3,phi3}.cpp`.
+
+use std::sync::OnceLock;
 
 use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use rllm_kernels::{matmul, GgmlType};
 
-use crate::arch::{HParams, Layer};
+use crate::arch::{Activation, HParams, Layer, Qkv};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::ops::{self, RopeTable};
@@ -19,6 +22,8 @@ pub struct Scratch {
     x: Vec<f32>,
     /// `[n_batch, n_embd]` normed input of the current sub-layer
     xn: Vec<f32>,
+    /// `[n_batch, q_dim + 2 kv_dim]` fused QKV projection, before it is split
+    qkv: Vec<f32>,
     /// `[n_batch, q_dim]`
     q: Vec<f32>,
     /// `[n_batch, kv_dim]`
@@ -31,7 +36,7 @@ pub struct Scratch {
     att: Vec<f32>,
     /// `[n_batch, n_embd]` output of a projection back to the residual width
     proj: Vec<f32>,
-    /// `[n_batch, n_ff]`
+    /// `[n_batch, 2 n_ff]` gate (or fused gate/up) projection
     gate: Vec<f32>,
     /// `[n_batch, n_ff]`
     up: Vec<f32>,
@@ -46,17 +51,19 @@ pub struct Scratch {
 impl Scratch {
     pub fn new(hp: &HParams, n_batch: usize, n_ctx: usize) -> Self {
         let z = |n: usize| vec![0.0f32; n];
+        let (q, kv) = (hp.q_dim(), hp.kv_dim());
         Scratch {
             n_batch,
             x: z(n_batch * hp.n_embd),
             xn: z(n_batch * hp.n_embd),
-            q: z(n_batch * hp.q_dim()),
-            k: z(n_batch * hp.kv_dim()),
-            v: z(n_batch * hp.kv_dim()),
-            att_heads: z(n_batch * hp.q_dim()),
-            att: z(n_batch * hp.q_dim()),
+            qkv: z(n_batch * (q + 2 * kv)),
+            q: z(n_batch * q),
+            k: z(n_batch * kv),
+            v: z(n_batch * kv),
+            att_heads: z(n_batch * q),
+            att: z(n_batch * q),
             proj: z(n_batch * hp.n_embd),
-            gate: z(n_batch * hp.n_ff),
+            gate: z(n_batch * 2 * hp.n_ff),
             up: z(n_batch * hp.n_ff),
             scores: z(hp.n_head * n_ctx),
             head_tmp: z(hp.n_head * 2 * hp.head_dim),
@@ -104,13 +111,29 @@ pub enum Logits {
     All,
 }
 
+/// Rotary tables of a context: the global one and the sliding-window layers' one.
+pub struct Ropes {
+    pub global: RopeTable,
+    pub swa: RopeTable,
+}
+
+impl Ropes {
+    pub fn for_layer(&self, hp: &HParams, layer: usize) -> &RopeTable {
+        if hp.swa_layers[layer] {
+            &self.swa
+        } else {
+            &self.global
+        }
+    }
+}
+
 /// Run `tokens` (at positions `pos0..`) through the model, storing their keys and values in
 /// `kv`, and write the logits of the requested rows (`[n_rows, n_vocab]`) into `logits`.
 /// Token ids must be valid and the batch must fit in `scratch` and `kv`; the caller checks.
 pub fn forward(
     model: &Model,
     kv: &mut KvCache,
-    rope: &RopeTable,
+    ropes: &Ropes,
     s: &mut Scratch,
     tokens: &[u32],
     pos0: usize,
@@ -125,12 +148,15 @@ pub fn forward(
     debug_assert!(m <= s.n_batch && pos0 + m <= kv.n_ctx);
 
     for (t, &tok) in tokens.iter().enumerate() {
-        w.token_embd
-            .dequantize_row(map, tok as usize, &mut s.x[t * e..(t + 1) * e]);
+        let row = &mut s.x[t * e..(t + 1) * e];
+        w.token_embd.dequantize_row(map, tok as usize, row);
+        if let Some(scale) = hp.embd_scale {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
-        attention_block(hp, map, layer, l, kv, rope, s, m, pos0);
+        attention_block(hp, map, layer, l, kv, ropes.for_layer(hp, l), s, m, pos0);
         ffn_block(hp, map, layer, s, m);
     }
 
@@ -139,20 +165,38 @@ pub fn forward(
         Logits::Last => m - 1..m,
     };
     let n_rows = rows.len();
-    s.xn[..n_rows * e].copy_from_slice(&s.x[rows.start * e..rows.end * e]);
-    for row in s.xn[..n_rows * e].chunks_exact_mut(e) {
-        ops::rms_norm(row, &w.output_norm, hp.rms_eps);
-    }
+    norm_rows(
+        &s.x[rows.start * e..rows.end * e],
+        &mut s.xn,
+        &w.output_norm,
+        hp.rms_eps,
+        n_rows,
+    );
     logits.resize(n_rows * hp.n_vocab, 0.0);
     s.act.invalidate();
     s.act.project(map, &w.output, &s.xn, n_rows, logits);
+    for row in logits.chunks_exact_mut(hp.n_vocab) {
+        if let Some(b) = &w.output_bias {
+            ops::add_assign(row, b);
+        }
+        if let Some(cap) = hp.final_softcap {
+            row.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
+    }
 }
 
+/// RMSNorm of `m` rows of `src` into `dst`.
 fn norm_rows(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32, m: usize) {
     let e = weight.len();
     dst[..m * e].copy_from_slice(&src[..m * e]);
     for row in dst[..m * e].chunks_exact_mut(e) {
         ops::rms_norm(row, weight, eps);
+    }
+}
+
+fn add_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        ops::add_assign(row, bias);
     }
 }
 
@@ -170,9 +214,41 @@ fn attention_block(
     let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim);
     norm_rows(&s.x, &mut s.xn, &layer.attn_norm, hp.rms_eps, m);
     s.act.invalidate();
-    s.act.project(map, &layer.wq, &s.xn, m, &mut s.q);
-    s.act.project(map, &layer.wk, &s.xn, m, &mut s.k);
-    s.act.project(map, &layer.wv, &s.xn, m, &mut s.v);
+    match &layer.qkv {
+        Qkv::Split { wq, wk, wv } => {
+            s.act.project(map, wq, &s.xn, m, &mut s.q);
+            s.act.project(map, wk, &s.xn, m, &mut s.k);
+            s.act.project(map, wv, &s.xn, m, &mut s.v);
+            if let Some(b) = &layer.qkv_bias {
+                add_bias(&mut s.q[..m * qd], &b[..qd]);
+                add_bias(&mut s.k[..m * kvd], &b[qd..qd + kvd]);
+                add_bias(&mut s.v[..m * kvd], &b[qd + kvd..]);
+            }
+        }
+        Qkv::Fused(w) => {
+            let n = qd + 2 * kvd;
+            s.act.project(map, w, &s.xn, m, &mut s.qkv);
+            if let Some(b) = &layer.qkv_bias {
+                add_bias(&mut s.qkv[..m * n], b);
+            }
+            for t in 0..m {
+                let row = &s.qkv[t * n..(t + 1) * n];
+                s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                s.k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                s.v[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+            }
+        }
+    }
+    for (norm, x) in [
+        (&layer.q_norm, &mut s.q[..m * qd]),
+        (&layer.k_norm, &mut s.k[..m * kvd]),
+    ] {
+        if let Some(w) = norm {
+            for head in x.chunks_exact_mut(hd) {
+                ops::rms_norm(head, w, hp.rms_eps);
+            }
+        }
+    }
     for t in 0..m {
         rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos0 + t);
         rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos0 + t);
@@ -182,7 +258,8 @@ fn attention_block(
     let (k_cache, v_cache) = kv.layer(l);
     let n_ctx = kv.n_ctx;
     let group = hp.n_head / hp.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = hp.attn_scale;
+    let window = if hp.swa_layers[l] { hp.n_swa } else { None };
     let q = &s.q;
     s.att_heads[..hp.n_head * m * hd]
         .par_chunks_mut(m * hd)
@@ -193,7 +270,9 @@ fn attention_block(
             let g = h / group;
             let (qh, row) = tmp.split_at_mut(hd);
             for t in 0..m {
-                let n_kv = pos0 + t + 1;
+                let pos = pos0 + t;
+                // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
+                let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 // llama.cpp multiplies f16 keys by queries rounded to f16 ...
                 for (d, qv) in qh
                     .iter_mut()
@@ -201,8 +280,8 @@ fn attention_block(
                 {
                     *d = f16::from_f32(*qv).to_f32();
                 }
-                let sc = &mut scores[..n_kv];
-                for (j, sj) in sc.iter_mut().enumerate() {
+                let sc = &mut scores[first..=pos];
+                for (j, sj) in (first..=pos).zip(sc.iter_mut()) {
                     let start = j * kvd + g * hd;
                     k_cache[start..start + hd].convert_to_f32_slice(row);
                     *sj = dot(qh, row) * scale;
@@ -210,7 +289,7 @@ fn attention_block(
                 ops::softmax(sc);
                 let o = &mut out[t * hd..(t + 1) * hd];
                 o.fill(0.0);
-                for (j, &p) in sc.iter().enumerate() {
+                for (j, &p) in (first..=pos).zip(sc.iter()) {
                     // ... and values by probabilities rounded to f16.
                     let p = f16::from_f32(p).to_f32();
                     let start = j * kvd + g * hd;
@@ -229,19 +308,71 @@ fn attention_block(
     }
     s.act.invalidate();
     s.act.project(map, &layer.wo, &s.att, m, &mut s.proj);
-    ops::add_assign(&mut s.x[..m * hp.n_embd], &s.proj[..m * hp.n_embd]);
+    let e = hp.n_embd;
+    if let Some(b) = &layer.wo_bias {
+        add_bias(&mut s.proj[..m * e], b);
+    }
+    if let Some(w) = &layer.post_attn_norm {
+        for row in s.proj[..m * e].chunks_exact_mut(e) {
+            ops::rms_norm(row, w, hp.rms_eps);
+        }
+    }
+    ops::add_assign(&mut s.x[..m * e], &s.proj[..m * e]);
 }
 
 fn ffn_block(hp: &HParams, map: &[u8], layer: &Layer, s: &mut Scratch, m: usize) {
-    let f = hp.n_ff;
+    let (f, e) = (hp.n_ff, hp.n_embd);
     norm_rows(&s.x, &mut s.xn, &layer.ffn_norm, hp.rms_eps, m);
     s.act.invalidate();
-    s.act.project(map, &layer.ffn_gate, &s.xn, m, &mut s.gate);
-    s.act.project(map, &layer.ffn_up, &s.xn, m, &mut s.up);
-    ops::swiglu(&mut s.gate[..m * f], &s.up[..m * f]);
+    match &layer.ffn_gate {
+        Some(gate) => {
+            s.act.project(map, gate, &s.xn, m, &mut s.gate);
+            s.act.project(map, &layer.ffn_up, &s.xn, m, &mut s.up);
+        }
+        None => {
+            // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move
+            // lands on rows already consumed.
+            s.act.project(map, &layer.ffn_up, &s.xn, m, &mut s.gate);
+            for t in 0..m {
+                s.up[t * f..(t + 1) * f].copy_from_slice(&s.gate[t * 2 * f + f..(t + 1) * 2 * f]);
+                s.gate.copy_within(t * 2 * f..t * 2 * f + f, t * f);
+            }
+        }
+    }
+    let (gate, up) = (&mut s.gate[..m * f], &s.up[..m * f]);
+    match hp.activation {
+        Activation::Silu => ops::swiglu(gate, up),
+        Activation::GeluTanh => geglu(gate, up),
+    }
     s.act.invalidate();
     s.act.project(map, &layer.ffn_down, &s.gate, m, &mut s.proj);
-    ops::add_assign(&mut s.x[..m * hp.n_embd], &s.proj[..m * hp.n_embd]);
+    if let Some(w) = &layer.post_ffn_norm {
+        for row in s.proj[..m * e].chunks_exact_mut(e) {
+            ops::rms_norm(row, w, hp.rms_eps);
+        }
+    }
+    ops::add_assign(&mut s.x[..m * e], &s.proj[..m * e]);
+}
+
+/// GELU-tanh(gate) · up, written into `gate`. Like ggml, GELU is read from a table indexed by
+/// the input rounded to f16 (values beyond ±10 pass through or vanish), so logits match.
+fn geglu(gate: &mut [f32], up: &[f32]) {
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(ops::gelu_tanh(f16::from_bits(bits).to_f32())))
+            .collect()
+    });
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[f16::from_f32(x).to_bits() as usize].to_f32() * u
+        };
+    }
 }
 
 /// f32 dot product in eight independent lanes, so that it vectorizes.

@@ -52,7 +52,7 @@ impl KvCache {
         n_keep: usize,
         n_discard: usize,
         n_past: usize,
-        mut rerotate: impl FnMut(&mut [f32]),
+        mut rerotate: impl FnMut(usize, &mut [f32]),
     ) {
         let d = self.kv_dim;
         let mut row = vec![0.0f32; d];
@@ -62,7 +62,7 @@ impl KvCache {
                 let (src, dst) = (base + p * d, base + (p - n_discard) * d);
                 self.v.copy_within(src..src + d, dst);
                 self.k[src..src + d].convert_to_f32_slice(&mut row);
-                rerotate(&mut row);
+                rerotate(layer, &mut row);
                 self.k[dst..dst + d].convert_from_f32_slice(&row);
             }
         }

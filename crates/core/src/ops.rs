@@ -20,40 +20,98 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// Rotary tables for one rope configuration: cos/sin of every position × frequency pair.
+/// Per-dimension-pair divisors of the rotation frequencies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeFactors {
+    None,
+    /// One factor per pair (Llama 3.1's `rope_freqs`).
+    Fixed(Vec<f32>),
+    /// LongRoPE (phi3): `long` when the context exceeds the original one, else `short`.
+    LongShort {
+        long: Vec<f32>,
+        short: Vec<f32>,
+    },
+}
+
+/// A rotary embedding: which dimensions rotate, how fast, and how it is scaled.
+/// Reference: ggml `src/ggml-cpu/ops.cpp` (`ggml_rope_cache_init`, `rope_yarn`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeSpec {
+    pub style: RopeStyle,
+    /// Rotated dimensions per head (the rest pass through).
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// 1 / the context scaling factor.
+    pub freq_scale: f32,
+    /// YaRN's extrapolation mix (1 for yarn, 0 otherwise).
+    pub ext_factor: f32,
+    /// `rope.scaling.attn_factor`: scales cos and sin.
+    pub attn_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// Context length before scaling (YaRN's correction range, LongRoPE's long/short choice).
+    pub n_ctx_orig: usize,
+    pub factors: RopeFactors,
+}
+
+/// Rotary tables of one [`RopeSpec`] for one context: cos/sin of every position × pair.
 #[derive(Clone, Debug)]
 pub struct RopeTable {
     pub style: RopeStyle,
     /// Rotated dimensions per head (the rest pass through).
     pub n_rot: usize,
-    /// `[n_pos, n_rot / 2]` pairs of (cos, sin).
+    /// The magnitude scaling folded into the table (1 unless YaRN or an attention factor).
+    mscale: f32,
+    /// `[n_pos, n_rot / 2]` pairs of (cos · mscale, sin · mscale).
     cos_sin: Vec<(f32, f32)>,
 }
 
 impl RopeTable {
-    /// θ(pos, i) = pos · base^(−2i/n_rot), computed by repeated multiplication in f32 as ggml
-    /// does, so that positions round the same way.
-    pub fn new(
-        style: RopeStyle,
-        n_rot: usize,
-        freq_base: f32,
-        freq_scale: f32,
-        n_pos: usize,
-    ) -> Self {
-        let half = n_rot / 2;
-        let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
+    /// θ(pos, i) = pos · base^(−2i/n_rot) / factor_i, computed by repeated multiplication in
+    /// f32 as ggml does so that positions round the same way, then YaRN-corrected.
+    pub fn new(spec: &RopeSpec, n_pos: usize) -> Self {
+        let half = spec.n_rot / 2;
+        let theta_scale = spec.freq_base.powf(-2.0 / spec.n_rot as f32);
+        let factors: Option<&[f32]> = match &spec.factors {
+            RopeFactors::None => None,
+            RopeFactors::Fixed(f) => Some(f),
+            RopeFactors::LongShort { long, short } => {
+                Some(if n_pos > spec.n_ctx_orig { long } else { short })
+            }
+        };
+        let (ext, fs) = (spec.ext_factor, spec.freq_scale);
+        // llama.cpp's yarn_attn_factor: YaRN's own magnitude correction is cancelled here and
+        // re-applied per rotation below, so only the metadata attention factor remains.
+        let mut mscale = spec.attn_factor;
+        if ext != 0.0 {
+            let factor = 1.0 / fs;
+            let get_mscale = |f: f32| if f <= 1.0 { 1.0 } else { 0.1 * f.ln() + 1.0 };
+            mscale *= get_mscale(factor) / (1.0 + 0.1 * factor.ln());
+            mscale *= 1.0 + 0.1 * (1.0 / fs).ln();
+        }
+        let corr = yarn_corr_dims(spec);
         let mut cos_sin = Vec::with_capacity(n_pos * half);
         for pos in 0..n_pos {
             let mut theta = pos as f32;
-            for _ in 0..half {
-                let t = theta * freq_scale;
-                cos_sin.push((t.cos(), t.sin()));
+            for i in 0..half {
+                let ff = factors.map_or(1.0, |f| f[i]);
+                let extrap = theta / ff;
+                let interp = fs * extrap;
+                let t = if ext != 0.0 {
+                    let y = (i as f32 - corr.0) / (corr.1 - corr.0).max(0.001);
+                    let ramp_mix = (1.0 - y.clamp(0.0, 1.0)) * ext;
+                    interp * (1.0 - ramp_mix) + extrap * ramp_mix
+                } else {
+                    interp
+                };
+                cos_sin.push((t.cos() * mscale, t.sin() * mscale));
                 theta *= theta_scale;
             }
         }
         RopeTable {
-            style,
-            n_rot,
+            style: spec.style,
+            n_rot: spec.n_rot,
+            mscale,
             cos_sin,
         }
     }
@@ -75,13 +133,18 @@ impl RopeTable {
 
     fn rotate(&self, x: &mut [f32], head_dim: usize, pos: usize, inverse: bool) {
         let half = self.n_rot / 2;
-        let sign = if inverse { -1.0 } else { 1.0 };
+        // The table holds mscale · R(θ); the pure inverse rotation R(−θ) is its transpose / mscale.
+        let (sign, unscale) = if inverse {
+            (-1.0 / self.mscale, 1.0 / self.mscale)
+        } else {
+            (1.0, 1.0)
+        };
         let cs = &self.cos_sin[pos * half..(pos + 1) * half];
         for head in x.chunks_exact_mut(head_dim) {
             match self.style {
                 RopeStyle::Norm => {
                     for (i, &(c, s)) in cs.iter().enumerate() {
-                        let s = sign * s;
+                        let (c, s) = (c * unscale, sign * s);
                         let (a, b) = (head[2 * i], head[2 * i + 1]);
                         head[2 * i] = a * c - b * s;
                         head[2 * i + 1] = a * s + b * c;
@@ -89,7 +152,7 @@ impl RopeTable {
                 }
                 RopeStyle::Neox => {
                     for (i, &(c, s)) in cs.iter().enumerate() {
-                        let s = sign * s;
+                        let (c, s) = (c * unscale, sign * s);
                         let (a, b) = (head[i], head[i + half]);
                         head[i] = a * c - b * s;
                         head[i + half] = a * s + b * c;
@@ -98,6 +161,18 @@ impl RopeTable {
             }
         }
     }
+}
+
+/// YaRN's correction range of dimension pairs (ggml `ggml_rope_yarn_corr_dims`).
+fn yarn_corr_dims(spec: &RopeSpec) -> (f32, f32) {
+    let n = spec.n_rot as f32;
+    let corr_dim = |beta: f32| {
+        n * (spec.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+            / (2.0 * spec.freq_base.ln())
+    };
+    let start = corr_dim(spec.beta_fast).floor().max(0.0);
+    let end = corr_dim(spec.beta_slow).ceil().min(n - 1.0);
+    (start, end)
 }
 
 /// Softmax in place; the normalizer is accumulated in f64, as ggml does.
@@ -121,6 +196,13 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU with the tanh approximation, in f32 as ggml computes it.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
 /// x += y
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -131,6 +213,21 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(style: RopeStyle, n_rot: usize) -> RopeSpec {
+        RopeSpec {
+            style,
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 32,
+            factors: RopeFactors::None,
+        }
+    }
 
     #[test]
     fn rms_norm_unit_weight_gives_unit_rms() {
@@ -143,7 +240,7 @@ mod tests {
     #[test]
     fn rope_at_position_zero_is_identity_and_preserves_norm() {
         for style in [RopeStyle::Norm, RopeStyle::Neox] {
-            let t = RopeTable::new(style, 4, 10000.0, 1.0, 8);
+            let t = RopeTable::new(&spec(style, 4), 8);
             let orig = vec![0.5, -1.0, 2.0, 0.25, 7.0, 8.0];
             let mut x = orig.clone();
             t.apply(&mut x, 6, 0);
@@ -159,7 +256,7 @@ mod tests {
     #[test]
     fn unapply_moves_a_rotation_back() {
         for style in [RopeStyle::Norm, RopeStyle::Neox] {
-            let t = RopeTable::new(style, 8, 10000.0, 1.0, 32);
+            let t = RopeTable::new(&spec(style, 8), 32);
             let orig: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
             let (mut at_20, mut at_7) = (orig.clone(), orig.clone());
             t.apply(&mut at_20, 8, 20);

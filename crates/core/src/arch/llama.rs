@@ -1,33 +1,23 @@
-//! `llama`: RMSNorm, adjacent-pair RoPE, grouped-query attention, SwiGLU; output head tied to
-//! the token embedding when the file has no `output.weight`.
-//! Reference: llama.cpp `src/models/llama.cpp`.
+//! `llama` (and Mistral, SmolLM, ...): RMSNorm, adjacent-pair RoPE (Q/K rows are permuted at
+//! conversion), grouped-query attention, SwiGLU; optional Llama 3.1 `rope_freqs` and
+//! linear/YaRN rope scaling from metadata. Reference: llama.cpp `src/models/llama.cpp`.
 
-use super::{load_layer, n_vocab, HParams, Weights};
+use super::{hparams, load_embeddings, load_layer, load_rope_freqs, HParams, Weights};
 use crate::error::Result;
-use crate::gguf::GgufFile;
 use crate::ops::RopeStyle;
 use crate::tensor::TensorLoader;
 
-pub fn load(file: &GgufFile) -> Result<(HParams, Weights)> {
-    let hp = HParams::from_metadata(&file.metadata, "llama", n_vocab(file)?, RopeStyle::Norm)
-        .map_err(|k| file.error(k))?;
-    let mut t = TensorLoader::new(file);
-    let token_embd = t.matrix("token_embd.weight", hp.n_vocab, hp.n_embd)?;
+pub fn load(t: &mut TensorLoader) -> Result<(HParams, Weights)> {
+    let mut hp = hparams(t, "llama", RopeStyle::Norm)?;
+    load_rope_freqs(t, &mut hp)?;
+    // A Mistral-style window over every layer; llama.cpp's own llama graph ignores this key.
+    let window_everywhere = |_| true;
+    hp.set_sliding_window(&t.file.metadata, window_everywhere)
+        .map_err(|k| t.file.error(k))?;
+    hp.rope_swa = hp.rope.clone();
     let layers = (0..hp.n_layer)
-        .map(|i| load_layer(&mut t, &hp, i))
+        .map(|i| load_layer(t, &hp, i))
         .collect::<Result<Vec<_>>>()?;
-    let output_norm = t.vector("output_norm.weight", hp.n_embd)?;
-    let output = t
-        .opt_matrix("output.weight", hp.n_vocab, hp.n_embd)?
-        .unwrap_or_else(|| token_embd.clone());
-    t.finish(&hp.arch)?;
-    Ok((
-        hp,
-        Weights {
-            token_embd,
-            layers,
-            output_norm,
-            output,
-        },
-    ))
+    let weights = load_embeddings(t, &hp, layers)?;
+    Ok((hp, weights))
 }
