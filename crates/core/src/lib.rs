@@ -2,6 +2,7 @@
 //! sampling. Knows nothing of Python; `rllm-py` binds it.
 
 pub mod arch;
+pub mod bench;
 pub mod context;
 pub mod error;
 pub mod forward;

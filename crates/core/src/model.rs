@@ -42,6 +42,24 @@ impl Model {
         self.file.tensors.iter().map(|t| t.size as u64).sum()
     }
 
+    /// Bytes of weights one decoded token reads: every matrix of the blocks and the output
+    /// head (the token embedding contributes one row, negligible). Decoding is bound by this
+    /// read, so memory bandwidth / this is the speed limit.
+    pub fn bytes_per_token(&self) -> u64 {
+        let w = &self.weights;
+        let mut bytes = w.output.byte_len() as u64;
+        for l in &w.layers {
+            let mut mats: Vec<&crate::tensor::Matrix> = vec![&l.wo, &l.ffn_up, &l.ffn_down];
+            match &l.qkv {
+                crate::arch::Qkv::Split { wq, wk, wv } => mats.extend([wq, wk, wv]),
+                crate::arch::Qkv::Fused(m) => mats.push(m),
+            }
+            mats.extend(l.ffn_gate.as_ref());
+            bytes += mats.iter().map(|m| m.byte_len() as u64).sum::<u64>();
+        }
+        bytes
+    }
+
     /// Number of weights (elements of all tensors).
     pub fn n_params(&self) -> u64 {
         self.file.tensors.iter().map(|t| t.n_elements()).sum()

@@ -26,6 +26,11 @@ impl Matrix {
         &file_bytes[self.start..self.start + self.len]
     }
 
+    /// Bytes of the whole matrix.
+    pub fn byte_len(&self) -> usize {
+        self.len
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         self.len / self.rows

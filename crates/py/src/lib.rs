@@ -14,6 +14,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<model::Model>()?;
     m.add_class::<model::GgufFile>()?;
+    m.add_function(wrap_pyfunction!(model::memory_bandwidth, m)?)?;
     m.add_class::<context::Context>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;

@@ -76,6 +76,12 @@ impl Model {
         self.inner.weight_bytes()
     }
 
+    /// Bytes of weights one decoded token reads (the decode speed limit is bandwidth / this).
+    #[getter]
+    fn bytes_per_token(&self) -> u64 {
+        self.inner.bytes_per_token()
+    }
+
     /// Context length used when none is given: the model's, capped at 4096.
     #[getter]
     fn default_n_ctx(&self) -> usize {
@@ -109,6 +115,21 @@ impl Model {
             hp.n_vocab
         )
     }
+}
+
+/// Read-only memory bandwidth in GB/s with `n_threads` threads (best of `reps` passes over
+/// `mib` MiB).
+#[pyfunction]
+#[pyo3(signature = (n_threads, mib=512, reps=3))]
+pub fn memory_bandwidth(
+    py: Python<'_>,
+    n_threads: usize,
+    mib: usize,
+    reps: usize,
+) -> PyResult<f64> {
+    let bytes = mib.saturating_mul(1 << 20);
+    let bps = py.detach(|| catch(|| rllm_core::bench::memory_bandwidth(n_threads, bytes, reps)))?;
+    Ok(bps / 1e9)
 }
 
 /// A GGUF file's header, validated but not bound to any architecture (for `rllm info`).
