@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use half::{f16, slice::HalfFloatSliceExt};
+use half::f16;
 use rayon::prelude::*;
 use rllm_kernels::{matmul, GgmlType};
 
@@ -42,8 +42,9 @@ pub struct Scratch {
     up: Vec<f32>,
     /// `[n_head, n_ctx]` attention scores, one row per head
     scores: Vec<f32>,
-    /// `[n_head, 2 * head_dim]` per-head temporaries of attention: the query, one K/V row
-    head_tmp: Vec<f32>,
+    /// `[n_head, 2 (head_dim + n_ctx)]` per-head f16 bytes of attention: the query, the
+    /// probabilities
+    head_bytes: Vec<u8>,
     /// Activations quantized for the weight kernels (see [`ActCache`]).
     act: ActCache,
 }
@@ -66,7 +67,7 @@ impl Scratch {
             gate: z(n_batch * 2 * hp.n_ff),
             up: z(n_batch * hp.n_ff),
             scores: z(hp.n_head * n_ctx),
-            head_tmp: z(hp.n_head * 2 * hp.head_dim),
+            head_bytes: vec![0; hp.n_head * 2 * (hp.head_dim + n_ctx)],
             act: ActCache::default(),
         }
     }
@@ -255,7 +256,10 @@ fn attention_block(
     }
     kv.store(l, pos0, &s.k[..m * kvd], &s.v[..m * kvd]);
 
-    let (k_cache, v_cache) = kv.layer(l);
+    // Attention runs on the f16 cache with ggml's f16 dot products: queries and
+    // probabilities are rounded to f16, products accumulate in f32.
+    let f16_dot = rllm_kernels::dot_kernel(GgmlType::F16).expect("F16 kernels exist");
+    let cache = kv.layer(l);
     let n_ctx = kv.n_ctx;
     let group = hp.n_head / hp.n_head_kv;
     let scale = hp.attn_scale;
@@ -264,39 +268,26 @@ fn attention_block(
     s.att_heads[..hp.n_head * m * hd]
         .par_chunks_mut(m * hd)
         .zip(s.scores.par_chunks_mut(n_ctx))
-        .zip(s.head_tmp.par_chunks_mut(2 * hd))
+        .zip(s.head_bytes.par_chunks_mut(2 * (hd + n_ctx)))
         .enumerate()
-        .for_each(|(h, ((out, scores), tmp))| {
+        .for_each(|(h, ((out, scores), bytes))| {
             let g = h / group;
-            let (qh, row) = tmp.split_at_mut(hd);
+            let (q16, p16) = bytes.split_at_mut(2 * hd);
             for t in 0..m {
                 let pos = pos0 + t;
                 // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
                 let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                // llama.cpp multiplies f16 keys by queries rounded to f16 ...
-                for (d, qv) in qh
-                    .iter_mut()
-                    .zip(&q[t * qd + h * hd..t * qd + (h + 1) * hd])
-                {
-                    *d = f16::from_f32(*qv).to_f32();
-                }
-                let sc = &mut scores[first..=pos];
+                let n = pos + 1 - first;
+                f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
+                let sc = &mut scores[..n];
                 for (j, sj) in (first..=pos).zip(sc.iter_mut()) {
-                    let start = j * kvd + g * hd;
-                    k_cache[start..start + hd].convert_to_f32_slice(row);
-                    *sj = dot(qh, row) * scale;
+                    *sj = f16_dot.dot(hd, cache.key(j, g * hd..(g + 1) * hd), q16) * scale;
                 }
                 ops::softmax(sc);
-                let o = &mut out[t * hd..(t + 1) * hd];
-                o.fill(0.0);
-                for (j, &p) in (first..=pos).zip(sc.iter()) {
-                    // ... and values by probabilities rounded to f16.
-                    let p = f16::from_f32(p).to_f32();
-                    let start = j * kvd + g * hd;
-                    v_cache[start..start + hd].convert_to_f32_slice(row);
-                    for (od, vd) in o.iter_mut().zip(row.iter()) {
-                        *od += p * vd;
-                    }
+                let p16 = &mut p16[..2 * n];
+                f16_dot.quantize_act(sc, p16);
+                for (d, o) in out[t * hd..(t + 1) * hd].iter_mut().enumerate() {
+                    *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=pos), p16);
                 }
             }
         });
@@ -373,18 +364,4 @@ fn geglu(gate: &mut [f32], up: &[f32]) {
             table[f16::from_f32(x).to_bits() as usize].to_f32() * u
         };
     }
-}
-
-/// f32 dot product in eight independent lanes, so that it vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
