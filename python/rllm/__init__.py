@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from ._rllm import Context, GGUFFile, Sampler, TokenStream
 from ._rllm import __version__ as __version__
-from .errors import ContextFullError, GGUFError, RllmError, UnsupportedArchitectureError
+from .chat import ChatTemplate
+from .errors import (
+    ChatTemplateError,
+    ContextFullError,
+    GGUFError,
+    RllmError,
+    UnsupportedArchitectureError,
+)
 from .model import Model, Timings
-from .tokenizer import Detokenizer, Tokenizer
+from .tokenizer import Detokenizer, Tokenizer, TokenizerError
 
 __all__ = [
+    "ChatTemplate",
+    "ChatTemplateError",
     "Context",
     "ContextFullError",
     "Detokenizer",
@@ -25,6 +34,7 @@ __all__ = [
     "Timings",
     "TokenStream",
     "Tokenizer",
+    "TokenizerError",
     "UnsupportedArchitectureError",
     "__version__",
 ]

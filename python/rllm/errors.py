@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["RllmError", "GGUFError", "UnsupportedArchitectureError", "ContextFullError"]
+__all__ = [
+    "RllmError",
+    "GGUFError",
+    "UnsupportedArchitectureError",
+    "ContextFullError",
+    "ChatTemplateError",
+]
 
 
 class RllmError(Exception):
@@ -19,3 +25,7 @@ class UnsupportedArchitectureError(GGUFError):
 
 class ContextFullError(RllmError, ValueError):
     """More tokens than the context holds (e.g. a prompt longer than ``n_ctx``)."""
+
+
+class ChatTemplateError(RllmError, ValueError):
+    """A chat template is invalid, or refuses the messages (its ``raise_exception``)."""

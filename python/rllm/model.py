@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import _rllm
+from .chat import ChatTemplate
 from .errors import ContextFullError
 from .hub import resolve_model
-from .tokenizer import Detokenizer, Tokenizer
+from .tokenizer import Detokenizer, Tokenizer, TokenizerError
 
 __all__ = ["Model", "Timings"]
 
@@ -25,6 +28,7 @@ class Timings:
     eval_ms: float = 0.0
     eval_tokens: int = 0
     finish_reason: str | None = None
+    completion_tokens: int = 0  # tokens of the returned text: an ending EOG token not counted
     _marks: list[float] = field(default_factory=list, repr=False)
 
     def report(self) -> str:
@@ -74,12 +78,16 @@ class Model:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.path = resolve_model(path)
         self._model = _rllm.Model(self.path)
-        self.tokenizer = Tokenizer.from_metadata(self._model.metadata())
+        try:
+            self.tokenizer = Tokenizer.from_metadata(self._model.metadata())
+        except TokenizerError as e:
+            raise TokenizerError(f"{self.path}: {e}") from None
         self.n_ctx = n_ctx or self._model.default_n_ctx
         self.n_threads = n_threads
         self.rope_freq_base = rope_freq_base
         self.rope_freq_scale = rope_freq_scale
         self._ctx: _rllm.Context | None = None
+        self._chat_template: ChatTemplate | None = None
         self.timings = Timings(load_ms=1000 * (time.perf_counter() - start))
 
     def __repr__(self) -> str:
@@ -130,17 +138,25 @@ class Model:
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         stream: bool = False,
+        *,
+        repeat_last_n: int = 64,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
     ) -> str | Iterator[str]:
         """Continue ``prompt`` (text, or token ids). Returns the generated text, or with
         ``stream=True`` an iterator of text pieces, each valid UTF-8. Generation ends at an
         end-of-generation token, a ``stop`` string (not included), ``max_tokens`` tokens
-        (``None`` or -1: until the context is full), or a full context."""
+        (``None`` or -1: until the context is full), or a full context. The penalties look at
+        the last ``repeat_last_n`` tokens (0 = none, -1 = the whole context)."""
         sampler = _rllm.Sampler(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
             min_p=min_p,
             repeat_penalty=repeat_penalty,
+            repeat_last_n=self.n_ctx if repeat_last_n == -1 else repeat_last_n,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
             seed=seed,
         )
         if max_tokens is not None and max_tokens < 0:
@@ -162,6 +178,133 @@ class Model:
             )
         pieces = self._stream(ids, sampler, max_tokens, stops)
         return pieces if stream else "".join(pieces)
+
+    # --- chat ---------------------------------------------------------------------------
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The file's ``tokenizer.chat_template``, else a built-in template guessed from the
+        vocabulary. Assign a :class:`ChatTemplate` (or a built-in name / Jinja source) to
+        override it."""
+        if self._chat_template is None:
+            self._chat_template = ChatTemplate.from_metadata(self.metadata())
+        return self._chat_template
+
+    @chat_template.setter
+    def chat_template(self, value: ChatTemplate | str) -> None:
+        if isinstance(value, str):
+            value = ChatTemplate.from_metadata(self.metadata(), override=value)
+        self._chat_template = value
+
+    def chat_prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> list[int]:
+        """Token ids of ``messages`` rendered with :attr:`chat_template`. BOS is added as the
+        model asks unless the rendered text already starts with it."""
+        text = self.chat_template.render(messages, add_generation_prompt, tools=tools)
+        bos = self.chat_template.bos_token
+        add_bos = self.tokenizer.add_bos and not (bos and text.startswith(bos))
+        return self.tokenize(text, add_bos=add_bos, special=True)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> str | Iterator[str]:
+        """The assistant's reply to ``messages`` (``[{"role": "user", "content": "Hi"}]``),
+        or with ``stream=True`` an iterator of its pieces. Other keyword arguments are those of
+        :meth:`generate`; the cached prefix of the previous call is reused.
+
+        >>> model.chat([{"role": "user", "content": "Capital of France?"}], temperature=0)
+        ... # doctest: +SKIP
+        'The capital of France is Paris.'
+        """
+        return self.generate(self.chat_prompt(messages, tools), stream=stream, **kwargs)
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        stream: bool = False,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        model: str | None = None,
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """An OpenAI-style chat completion, shaped as llama-cpp-python's: a
+        ``chat.completion`` dict, or with ``stream=True`` an iterator of
+        ``chat.completion.chunk`` dicts (a role delta, content deltas, then an empty delta
+        with the finish reason). ``tools`` reach the template; no tool call is parsed, and
+        ``tool_choice`` is accepted for compatibility and ignored. ``max_tokens`` None or
+        <= 0 generates until an end-of-generation token or a full context."""
+        ids = self.chat_prompt(messages, tools)
+        pieces = self.generate(
+            ids,
+            max_tokens=max_tokens if max_tokens is not None and max_tokens > 0 else None,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            seed=seed,
+            stop=stop,
+            stream=True,
+        )
+        assert not isinstance(pieces, str)
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4()}",
+            "created": int(time.time()),
+            "model": model or str(self.path),
+        }
+        if stream:
+            return self._completion_chunks(head, pieces)
+        text = "".join(pieces)
+        t = self.timings
+        return {
+            **head,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": _openai_finish(t.finish_reason),
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(ids),
+                "completion_tokens": t.completion_tokens,
+                "total_tokens": len(ids) + t.completion_tokens,
+            },
+        }
+
+    def _completion_chunks(
+        self, head: dict[str, Any], pieces: Iterator[str]
+    ) -> Iterator[dict[str, Any]]:
+        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**head, "object": "chat.completion.chunk", "choices": [choice]}
+
+        yield chunk({"role": "assistant"})
+        for piece in pieces:
+            yield chunk({"content": piece})
+        yield chunk({}, _openai_finish(self.timings.finish_reason))
 
     def _context_for(self, ids: list[int]) -> tuple[_rllm.Context, list[int]]:
         """The model's own context, keeping the longest cached prefix of ``ids``; returns the
@@ -193,10 +336,12 @@ class Model:
         )
         detok = Detokenizer(self.tokenizer)
         held = ""  # text that might be the start of a stop string
+        eog = 0
         start = time.perf_counter()
         try:
             for tok in stream:
                 if self.tokenizer.is_eog(tok):
+                    eog = 1
                     break
                 held += detok.push(tok)
                 cut = _find_stop(held, stops)
@@ -217,6 +362,12 @@ class Model:
         finally:
             t.eval_ms = 1000 * (time.perf_counter() - start)
             t.eval_tokens = stream.n_generated
+            t.completion_tokens = stream.n_generated - eog
+
+
+def _openai_finish(reason: str | None) -> str:
+    """OpenAI's finish reasons: "stop", or "length" for a token limit or a full context."""
+    return "stop" if reason == "stop" else "length"
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

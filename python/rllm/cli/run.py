@@ -6,48 +6,59 @@ import argparse
 import sys
 
 from ..model import Model
-from .common import add_context, add_model, add_sampling
+from .common import (
+    add_context,
+    add_gpu_compat,
+    add_model,
+    add_n_predict,
+    add_prompt,
+    add_rope,
+    add_sampling,
+    gpu_notes,
+    note,
+    read_prompt,
+    rope_settings,
+    sampling_kwargs,
+)
 
 HELP = "generate text from a prompt"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
-    p.add_argument("-p", "--prompt", default="", help="prompt text")
-    p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
-    p.add_argument(
-        "-n",
-        "--n-predict",
-        type=int,
-        default=128,
-        metavar="N",
-        help="tokens to generate; -1 = until end of text or context full (128)",
-    )
+    add_prompt(p)
+    add_n_predict(p, default=128)
     add_context(p)
+    add_rope(p)
     add_sampling(p)
     p.add_argument("--no-display-prompt", action="store_true", help="don't echo the prompt")
     p.add_argument("--no-timings", action="store_true", help="don't print timings")
+    add_gpu_compat(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            prompt = f.read()
-    model = Model(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
+    prompt = read_prompt(args) or ""
+    for message in gpu_notes(args):
+        note(message)
+    rope_freq_base, rope_freq_scale = rope_settings(args)
+    model = Model(
+        args.model,
+        n_ctx=args.ctx_size or None,
+        n_threads=args.threads if args.threads and args.threads > 0 else None,
+        rope_freq_base=rope_freq_base,
+        rope_freq_scale=rope_freq_scale,
+    )
+    if args.ctx_size == 0:
+        model.n_ctx = model._model.n_ctx_train
     if not args.no_display_prompt:
         sys.stdout.write(prompt)
         sys.stdout.flush()
+    n_predict = args.n_predict
     pieces = model.generate(
         prompt,
-        max_tokens=args.n_predict,
-        temperature=args.temp,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty,
-        seed=args.seed,
+        max_tokens=None if n_predict < 0 else n_predict,
         stream=True,
+        **sampling_kwargs(args),
     )
     for piece in pieces:
         sys.stdout.write(piece)
