@@ -320,3 +320,29 @@ def test_rope_overrides_change_the_logits(tiny: Path) -> None:
     assert np.abs(base - moved).max() > 1e-3
     with pytest.raises(ValueError, match="rope_freq_scale must be positive"):
         rllm.Model(tiny, rope_freq_scale=-1.0).context()
+
+
+def test_a_sampler_carries_its_random_state_across_generations(tiny_model: rllm.Model) -> None:
+    prompt = tiny_model.tokenize("abc")
+
+    def draw(sampler: rllm.Sampler) -> list[int]:
+        ctx = tiny_model.context()
+        ctx.eval(prompt)
+        return list(ctx.generate(sampler, max_tokens=12))
+
+    shared = rllm.Sampler(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=3)
+    first, second = draw(shared), draw(shared)
+    fresh = rllm.Sampler(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=3)
+    assert draw(fresh) == first
+    assert second != first, "the shared sampler went on drawing rather than restarting"
+
+
+def test_state_of_another_model_with_the_same_shape_is_refused(
+    tiny_model: rllm.Model, tmp_path: Path
+) -> None:
+    ctx = tiny_model.context()
+    ctx.eval([1, 2, 3])
+    twin = tmp_path / "twin.gguf"
+    write_tiny_llama(twin, weight_type="Q8_0", seed=99)  # same shape, other weights
+    with pytest.raises(ValueError, match="different model"):
+        rllm.Context(rllm.Model(twin)._model).load_state(ctx.save_state())

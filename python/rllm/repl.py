@@ -223,7 +223,7 @@ class Repl:
             self.chat = ChatSession(template, cfg.system_prompt)
         self.n_keep = 0
         self._eog = sorted(self.tok.eog_ids)
-        self._n_samplers = 0
+        self._sampler_state: _rllm.Sampler | None = None
         self._shifted = False
         self._ctrl_c = False  # the last thing the user did was Ctrl-C
         self._start: tuple[list[int], dict[str, Any] | None] = ([], None)
@@ -290,13 +290,13 @@ class Repl:
                 self.console.info(f"rllm: context shift: dropped {n_discard} tokens")
 
     def _sampler(self) -> _rllm.Sampler:
-        kwargs = dict(self.cfg.sampling)
-        if kwargs.get("seed") is not None:  # one stream of draws per reply, all reproducible
-            kwargs["seed"] = (kwargs["seed"] + self._n_samplers) % 2**64
-        if kwargs.get("repeat_last_n") == -1:
-            kwargs["repeat_last_n"] = self.n_ctx
-        self._n_samplers += 1
-        return _rllm.Sampler(**kwargs)
+        """The session's sampler: one stream of draws across replies, as in llama-cli."""
+        if self._sampler_state is None:
+            kwargs = dict(self.cfg.sampling)
+            if kwargs.get("repeat_last_n") == -1:
+                kwargs["repeat_last_n"] = self.n_ctx
+            self._sampler_state = _rllm.Sampler(**kwargs)
+        return self._sampler_state
 
     def _at_reverse_prompt(self) -> bool:
         if not self.cfg.reverse_prompts or not self.tokens:
@@ -610,6 +610,7 @@ class Repl:
             self.ctx.truncate(n)
         self.tokens = list(ids)
         self._shifted = False
+        self._sampler_state = None  # a reset conversation draws as a fresh one would
         if self.chat is not None and chat_state is not None:
             self.chat.restore(chat_state)
 

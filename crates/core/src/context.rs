@@ -14,7 +14,7 @@ use crate::sampler::Sampler;
 pub const DEFAULT_N_BATCH: usize = 512;
 
 const STATE_MAGIC: &[u8; 4] = b"RLKV";
-const STATE_VERSION: u64 = 1;
+const STATE_VERSION: u64 = 2;
 
 #[derive(Clone, Debug, Default)]
 pub struct ContextParams {
@@ -114,6 +114,11 @@ impl Context {
 
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// Tokens per forward pass.
+    pub fn n_batch(&self) -> usize {
+        self.scratch.n_batch
     }
 
     pub fn n_threads(&self) -> usize {
@@ -246,19 +251,20 @@ impl Context {
     }
 
     /// What a saved state must agree on to be loaded here.
-    fn state_shape(&self) -> [u64; 4] {
+    fn state_shape(&self) -> [u64; 5] {
         let hp = &self.model.hparams;
         [
             STATE_VERSION,
             hp.n_layer as u64,
             hp.kv_dim() as u64,
             hp.n_vocab as u64,
+            self.model.fingerprint(),
         ]
     }
 
-    /// Evaluate `tokens` after those already in the cache. Returns the logits of the last token
-    /// (`[n_vocab]`), or with `all` of every token in `tokens` (`[tokens.len(), n_vocab]`).
-    pub fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]> {
+    /// Fails, changing nothing, if `tokens` cannot be evaluated next: empty, an id outside
+    /// the vocabulary, or more than the context has room for.
+    pub fn check_eval(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
@@ -275,6 +281,13 @@ impl Context {
                 needed,
             });
         }
+        Ok(())
+    }
+
+    /// Evaluate `tokens` after those already in the cache. Returns the logits of the last token
+    /// (`[n_vocab]`), or with `all` of every token in `tokens` (`[tokens.len(), n_vocab]`).
+    pub fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]> {
+        self.check_eval(tokens)?;
         let n_batch = self.scratch.n_batch;
         let mut all_logits = Vec::new();
         let mut chunk_logits = std::mem::take(&mut self.logits);
@@ -329,7 +342,6 @@ pub enum FinishReason {
 
 /// The token-by-token generation loop: sample from the last logits, feed the token back.
 pub struct Generator {
-    pub sampler: Sampler,
     /// Stop after this many tokens; `None` = until a stop token or the context is full.
     pub max_tokens: Option<usize>,
     pub stop_ids: Vec<u32>,
@@ -342,9 +354,8 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(sampler: Sampler, max_tokens: Option<usize>, stop_ids: Vec<u32>) -> Self {
+    pub fn new(max_tokens: Option<usize>, stop_ids: Vec<u32>) -> Self {
         Generator {
-            sampler,
             max_tokens,
             stop_ids,
             n_generated: 0,
@@ -353,9 +364,10 @@ impl Generator {
         }
     }
 
-    /// The next token, or `None` when the generation has ended (see [`Generator::finish`]).
-    /// The context must hold logits from evaluating the prompt.
-    pub fn next_token(&mut self, ctx: &mut Context) -> Result<Option<u32>> {
+    /// The next token drawn by `sampler`, or `None` when the generation has ended (see
+    /// [`Generator::finish`]). The context must hold logits from evaluating the prompt. The
+    /// sampler is the caller's, so that its random state carries on across generations.
+    pub fn next_token(&mut self, ctx: &mut Context, sampler: &mut Sampler) -> Result<Option<u32>> {
         if self.finish.is_some() {
             return Ok(None);
         }
@@ -373,7 +385,7 @@ impl Generator {
         let logits = ctx
             .last_logits()
             .ok_or_else(|| Error::InvalidArgument("evaluate a prompt before generating".into()))?;
-        let tok = self.sampler.sample(logits, ctx.tokens());
+        let tok = sampler.sample(logits, ctx.tokens());
         self.n_generated += 1;
         if self.stop_ids.contains(&tok) {
             self.finish = Some(FinishReason::Stop);

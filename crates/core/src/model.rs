@@ -12,6 +12,7 @@ pub struct Model {
     pub file: GgufFile,
     pub hparams: HParams,
     pub weights: Weights,
+    fingerprint: std::sync::OnceLock<u64>,
 }
 
 /// The context length used when the caller does not choose one: the model's own, capped.
@@ -26,6 +27,7 @@ impl Model {
             file,
             hparams,
             weights,
+            fingerprint: std::sync::OnceLock::new(),
         })
     }
 
@@ -35,6 +37,28 @@ impl Model {
 
     pub fn default_n_ctx(&self) -> usize {
         self.hparams.n_ctx_train.min(DEFAULT_MAX_CTX)
+    }
+
+    /// A hash identifying this model's weights (tensor table and samples of the data), so
+    /// that state saved with one model is not loaded into another of the same shape.
+    pub fn fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| {
+            // FNV-1a: simple and stable across Rust versions, unlike std's hasher.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut eat = |bytes: &[u8]| {
+                for &b in bytes {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            };
+            for t in &self.file.tensors {
+                eat(t.name.as_bytes());
+                eat(&t.ty.id().to_le_bytes());
+                eat(&t.offset.to_le_bytes());
+                let data = self.file.tensor_data(t);
+                eat(&data[..data.len().min(256)]);
+            }
+            h
+        })
     }
 
     /// Bytes of all tensor data.

@@ -138,7 +138,7 @@ impl Context {
     #[pyo3(signature = (sampler, max_tokens=None, stop_ids=Vec::new()))]
     fn generate(
         slf: Bound<'_, Self>,
-        sampler: &Sampler,
+        sampler: Bound<'_, Sampler>,
         max_tokens: Option<i64>,
         stop_ids: Vec<u32>,
     ) -> PyResult<TokenStream> {
@@ -156,7 +156,8 @@ impl Context {
         }
         Ok(TokenStream {
             ctx: slf.unbind(),
-            gen: Generator::new(sampler.inner.clone(), max_tokens, stop_ids),
+            sampler: sampler.unbind(),
+            gen: Generator::new(max_tokens, stop_ids),
         })
     }
 
@@ -179,6 +180,8 @@ impl Context {
 #[pyclass(module = "rllm._rllm")]
 pub struct TokenStream {
     ctx: Py<Context>,
+    /// Shared with the caller: its random state advances with every token drawn.
+    sampler: Py<Sampler>,
     gen: Generator,
 }
 
@@ -190,9 +193,9 @@ impl TokenStream {
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<u32>> {
         let mut ctx = self.ctx.bind(py).try_borrow_mut()?;
-        let inner = &mut ctx.inner;
-        let gen = &mut self.gen;
-        Ok(py.detach(|| catch(|| gen.next_token(inner)))?)
+        let mut sampler = self.sampler.bind(py).try_borrow_mut()?;
+        let (inner, sampler, gen) = (&mut ctx.inner, &mut sampler.inner, &mut self.gen);
+        Ok(py.detach(|| catch(|| gen.next_token(inner, sampler)))?)
     }
 
     /// "stop", "length" or "context_full" once the stream has ended, else None.
