@@ -94,6 +94,32 @@ class Context:
         self, sampler: Sampler, max_tokens: int | None = None, stop_ids: list[int] = ...
     ) -> TokenStream: ...
 
+class BatchEngine:
+    """Several sequences (slots), each with its own KV cache, evaluated together."""
+
+    def __init__(
+        self,
+        model: Model,
+        n_slots: int,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int | None = None,
+    ) -> None: ...
+    @property
+    def n_slots(self) -> int: ...
+    @property
+    def n_ctx(self) -> int:
+        """Tokens each slot holds at most."""
+    @property
+    def n_batch(self) -> int: ...
+    def tokens(self, slot: int) -> list[int]: ...
+    def truncate(self, slot: int, n: int) -> None: ...
+    def step(
+        self, work: list[tuple[int, list[int]] | tuple[int, list[int], int, int]]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Items ``(slot, tokens)`` or ``(slot, tokens, start, end)``; logits ``[rows, n_vocab]``
+        of the last token, or of ``tokens[start:end]``, per item."""
+
 class TokenStream(Iterator[int]):
     """Token ids of a running generation."""
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::forward::{forward, Logits, Ropes, Scratch};
+use crate::forward::{forward, Ropes, Scratch, Seq};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::ops::{RopeSpec, RopeTable};
@@ -30,20 +30,19 @@ pub struct ContextParams {
     pub rope_freq_scale: Option<f32>,
 }
 
-pub struct Context {
-    model: Arc<Model>,
-    n_ctx: usize,
-    kv: KvCache,
-    scratch: Scratch,
-    ropes: Ropes,
-    pool: rayon::ThreadPool,
-    /// Tokens whose keys and values are in the cache, in order.
-    tokens: Vec<u32>,
-    /// Logits of the last evaluation: `[n_rows, n_vocab]`.
-    logits: Vec<f32>,
+/// What every way of running the model needs besides KV caches: rotary tables, scratch
+/// buffers for one batch, and a thread pool. Shared by [`Context`] and
+/// [`crate::batch::BatchEngine`].
+pub(crate) struct Engine {
+    pub model: Arc<Model>,
+    /// Positions each KV cache holds.
+    pub n_ctx: usize,
+    pub ropes: Ropes,
+    pub scratch: Scratch,
+    pub pool: rayon::ThreadPool,
 }
 
-impl Context {
+impl Engine {
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
         let hp = &model.hparams;
         let n_ctx = params.n_ctx.unwrap_or_else(|| model.default_n_ctx());
@@ -65,8 +64,7 @@ impl Context {
             Some(0) => return Err(Error::InvalidArgument("n_batch must be positive".into())),
             Some(n) => n,
             None => DEFAULT_N_BATCH,
-        }
-        .min(n_ctx);
+        };
         for (name, v) in [
             ("rope_freq_base", params.rope_freq_base),
             ("rope_freq_scale", params.rope_freq_scale),
@@ -85,8 +83,7 @@ impl Context {
             .map_err(|e| {
                 Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
             })?;
-        Ok(Context {
-            kv: KvCache::new(hp.n_layer, n_ctx, hp.kv_dim()),
+        Ok(Engine {
             scratch: Scratch::new(hp, n_batch, n_ctx),
             ropes: Ropes {
                 // User overrides apply to the global layers, as in llama.cpp.
@@ -101,28 +98,77 @@ impl Context {
                 swa: RopeTable::new(&hp.rope_swa, n_ctx),
             },
             pool,
-            tokens: Vec::with_capacity(n_ctx),
-            logits: Vec::new(),
             n_ctx,
             model,
         })
     }
 
+    pub fn new_kv(&self) -> KvCache {
+        let hp = &self.model.hparams;
+        KvCache::new(hp.n_layer, self.n_ctx, hp.kv_dim())
+    }
+
+    /// One forward pass over `seqs` (at most `n_batch` tokens together) on the pool.
+    pub fn run(&mut self, seqs: &mut [Seq], logits: &mut Vec<f32>) {
+        let (model, ropes, scratch) = (&*self.model, &self.ropes, &mut self.scratch);
+        self.pool
+            .install(|| forward(model, ropes, scratch, seqs, logits));
+    }
+
+    /// Tokens `ids` are valid for this model.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let n_vocab = self.model.hparams.n_vocab;
+        match ids.iter().find(|&&t| t as usize >= n_vocab) {
+            Some(&bad) => Err(Error::InvalidArgument(format!(
+                "token id {bad} is out of range (vocabulary size {n_vocab})"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct Context {
+    engine: Engine,
+    kv: KvCache,
+    /// Tokens whose keys and values are in the cache, in order.
+    tokens: Vec<u32>,
+    /// Logits of the last evaluation: `[n_rows, n_vocab]`.
+    logits: Vec<f32>,
+}
+
+impl Context {
+    pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
+        let n_ctx = params.n_ctx.unwrap_or_else(|| model.default_n_ctx());
+        let params = ContextParams {
+            // A single sequence never needs a batch longer than its context (0 stays 0, an
+            // error).
+            n_batch: Some(params.n_batch.unwrap_or(DEFAULT_N_BATCH).min(n_ctx)),
+            ..params.clone()
+        };
+        let engine = Engine::new(model, &params)?;
+        Ok(Context {
+            kv: engine.new_kv(),
+            tokens: Vec::with_capacity(engine.n_ctx),
+            logits: Vec::new(),
+            engine,
+        })
+    }
+
     pub fn model(&self) -> &Arc<Model> {
-        &self.model
+        &self.engine.model
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.n_ctx
+        self.engine.n_ctx
     }
 
     /// Tokens per forward pass.
     pub fn n_batch(&self) -> usize {
-        self.scratch.n_batch
+        self.engine.scratch.n_batch
     }
 
     pub fn n_threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.engine.pool.current_num_threads()
     }
 
     /// Number of tokens in the cache.
@@ -166,8 +212,8 @@ impl Context {
         if n_discard == 0 {
             return Ok(());
         }
-        let hp = &self.model.hparams;
-        let ropes = &self.ropes;
+        let hp = &self.engine.model.hparams;
+        let ropes = &self.engine.ropes;
         self.kv
             .shift(hp.n_layer, n_keep, n_discard, n_past, |layer, row| {
                 ropes
@@ -181,7 +227,7 @@ impl Context {
     /// The cached tokens, their keys and values, and the last logits, as bytes that
     /// [`Context::load_state`] restores (in a context of the same model).
     pub fn save_state(&self) -> Vec<u8> {
-        let hp = &self.model.hparams;
+        let hp = &self.engine.model.hparams;
         let mut out = Vec::new();
         out.extend_from_slice(STATE_MAGIC);
         for v in self.state_shape() {
@@ -220,17 +266,17 @@ impl Context {
             }
         }
         let n = u64_at(take(8)?) as usize;
-        if n > self.n_ctx {
+        if n > self.engine.n_ctx {
             return Err(bad(&format!(
                 "it holds {n} tokens, more than n_ctx = {}",
-                self.n_ctx
+                self.engine.n_ctx
             )));
         }
         let tokens: Vec<u32> = take(n * 4)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
-        let hp = &self.model.hparams;
+        let hp = &self.engine.model.hparams;
         let kv_len = hp.n_layer * 2 * n * hp.kv_dim() * 2;
         let kv = take(kv_len)?;
         let n_logits = u64_at(take(8)?) as usize;
@@ -252,13 +298,13 @@ impl Context {
 
     /// What a saved state must agree on to be loaded here.
     fn state_shape(&self) -> [u64; 5] {
-        let hp = &self.model.hparams;
+        let hp = &self.engine.model.hparams;
         [
             STATE_VERSION,
             hp.n_layer as u64,
             hp.kv_dim() as u64,
             hp.n_vocab as u64,
-            self.model.fingerprint(),
+            self.engine.model.fingerprint(),
         ]
     }
 
@@ -268,16 +314,11 @@ impl Context {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
-        let n_vocab = self.model.hparams.n_vocab;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token id {bad} is out of range (vocabulary size {n_vocab})"
-            )));
-        }
+        self.engine.check_ids(tokens)?;
         let needed = self.tokens.len() + tokens.len();
-        if needed > self.n_ctx {
+        if needed > self.engine.n_ctx {
             return Err(Error::ContextFull {
-                n_ctx: self.n_ctx,
+                n_ctx: self.engine.n_ctx,
                 needed,
             });
         }
@@ -288,26 +329,24 @@ impl Context {
     /// (`[n_vocab]`), or with `all` of every token in `tokens` (`[tokens.len(), n_vocab]`).
     pub fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]> {
         self.check_eval(tokens)?;
-        let n_batch = self.scratch.n_batch;
+        let n_batch = self.engine.scratch.n_batch;
         let mut all_logits = Vec::new();
         let mut chunk_logits = std::mem::take(&mut self.logits);
         for chunk in tokens.chunks(n_batch) {
             let pos0 = self.tokens.len();
-            let want = if all { Logits::All } else { Logits::Last };
-            let (model, kv, ropes, scratch) =
-                (&*self.model, &mut self.kv, &self.ropes, &mut self.scratch);
-            self.pool.install(|| {
-                forward(
-                    model,
-                    kv,
-                    ropes,
-                    scratch,
-                    chunk,
-                    pos0,
-                    want,
-                    &mut chunk_logits,
-                )
-            });
+            let logit_rows = if all {
+                0..chunk.len()
+            } else {
+                chunk.len() - 1..chunk.len()
+            };
+            let kv = &mut self.kv;
+            let mut seq = [Seq {
+                kv,
+                tokens: chunk,
+                pos0,
+                logit_rows,
+            }];
+            self.engine.run(&mut seq, &mut chunk_logits);
             self.tokens.extend_from_slice(chunk);
             if all {
                 all_logits.extend_from_slice(&chunk_logits);
@@ -319,7 +358,7 @@ impl Context {
 
     /// Logits of the last token evaluated, if any.
     pub fn last_logits(&self) -> Option<&[f32]> {
-        let n_vocab = self.model.hparams.n_vocab;
+        let n_vocab = self.engine.model.hparams.n_vocab;
         (self.logits.len() >= n_vocab).then(|| &self.logits[self.logits.len() - n_vocab..])
     }
 

@@ -47,6 +47,8 @@ pub struct Scratch {
     head_bytes: Vec<u8>,
     /// Activations quantized for the weight kernels (see [`ActCache`]).
     act: ActCache,
+    /// `[n_batch]` (sequence index, position) of each row of the batch
+    rows: Vec<(usize, usize)>,
 }
 
 impl Scratch {
@@ -69,6 +71,7 @@ impl Scratch {
             scores: z(hp.n_head * n_ctx),
             head_bytes: vec![0; hp.n_head * 2 * (hp.head_dim + n_ctx)],
             act: ActCache::default(),
+            rows: Vec::with_capacity(n_batch),
         }
     }
 }
@@ -105,11 +108,14 @@ impl ActCache {
     }
 }
 
-/// Which rows of the batch need logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    Last,
-    All,
+/// One sequence's part of a batch: its tokens, where they go, and its own KV cache.
+pub struct Seq<'a> {
+    pub kv: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    /// Position of the first token.
+    pub pos0: usize,
+    /// Which of `tokens` need logits (e.g. the last one to sample from; all for perplexity).
+    pub logit_rows: std::ops::Range<usize>,
 }
 
 /// Rotary tables of a context: the global one and the sliding-window layers' one.
@@ -128,27 +134,33 @@ impl Ropes {
     }
 }
 
-/// Run `tokens` (at positions `pos0..`) through the model, storing their keys and values in
-/// `kv`, and write the logits of the requested rows (`[n_rows, n_vocab]`) into `logits`.
-/// Token ids must be valid and the batch must fit in `scratch` and `kv`; the caller checks.
+/// Run a batch of sequences through the model in one pass: their rows share every matrix
+/// product (each weight is read once for all of them), while each attends to its own KV cache.
+/// Keys and values are stored in each sequence's cache; the logits of the rows each sequence
+/// asks for are written to `logits` (`[rows, n_vocab]`, in sequence order).
+/// Token ids must be valid and the batch must fit in `scratch` and each cache; callers check.
 pub fn forward(
     model: &Model,
-    kv: &mut KvCache,
     ropes: &Ropes,
     s: &mut Scratch,
-    tokens: &[u32],
-    pos0: usize,
-    want: Logits,
+    seqs: &mut [Seq],
     logits: &mut Vec<f32>,
 ) {
     let hp = &model.hparams;
     let w = &model.weights;
     let map = model.file.bytes();
-    let m = tokens.len();
     let e = hp.n_embd;
-    debug_assert!(m <= s.n_batch && pos0 + m <= kv.n_ctx);
+    s.rows.clear();
+    for (i, seq) in seqs.iter().enumerate() {
+        debug_assert!(seq.pos0 + seq.tokens.len() <= seq.kv.n_ctx);
+        s.rows
+            .extend((0..seq.tokens.len()).map(|t| (i, seq.pos0 + t)));
+    }
+    let m = s.rows.len();
+    debug_assert!(m <= s.n_batch);
 
-    for (t, &tok) in tokens.iter().enumerate() {
+    let tokens = seqs.iter().flat_map(|q| q.tokens.iter());
+    for (t, &tok) in tokens.enumerate() {
         let row = &mut s.x[t * e..(t + 1) * e];
         w.token_embd.dequantize_row(map, tok as usize, row);
         if let Some(scale) = hp.embd_scale {
@@ -157,23 +169,28 @@ pub fn forward(
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
-        attention_block(hp, map, layer, l, kv, ropes.for_layer(hp, l), s, m, pos0);
+        attention_block(hp, map, layer, l, seqs, ropes.for_layer(hp, l), s, m);
         ffn_block(hp, map, layer, s, m);
     }
 
-    let rows = match want {
-        Logits::All => 0..m,
-        Logits::Last => m - 1..m,
-    };
-    let n_rows = rows.len();
-    norm_rows(
-        &s.x[rows.start * e..rows.end * e],
-        &mut s.xn,
-        &w.output_norm,
-        hp.rms_eps,
-        n_rows,
-    );
+    // Gather the rows that need logits, in order, then one output product for all of them.
+    let mut n_rows = 0;
+    let mut start = 0;
+    for seq in seqs.iter() {
+        for r in seq.logit_rows.clone() {
+            let src = &s.x[(start + r) * e..(start + r + 1) * e];
+            s.xn[n_rows * e..(n_rows + 1) * e].copy_from_slice(src);
+            n_rows += 1;
+        }
+        start += seq.tokens.len();
+    }
     logits.resize(n_rows * hp.n_vocab, 0.0);
+    if n_rows == 0 {
+        return;
+    }
+    for row in s.xn[..n_rows * e].chunks_exact_mut(e) {
+        ops::rms_norm(row, &w.output_norm, hp.rms_eps);
+    }
     s.act.invalidate();
     s.act.project(map, &w.output, &s.xn, n_rows, logits);
     for row in logits.chunks_exact_mut(hp.n_vocab) {
@@ -206,11 +223,10 @@ fn attention_block(
     map: &[u8],
     layer: &Layer,
     l: usize,
-    kv: &mut KvCache,
+    seqs: &mut [Seq],
     rope: &RopeTable,
     s: &mut Scratch,
     m: usize,
-    pos0: usize,
 ) {
     let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim);
     norm_rows(&s.x, &mut s.xn, &layer.attn_norm, hp.rms_eps, m);
@@ -250,17 +266,24 @@ fn attention_block(
             }
         }
     }
-    for t in 0..m {
-        rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos0 + t);
-        rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos0 + t);
+    for (t, &(_, pos)) in s.rows.iter().enumerate() {
+        rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos);
+        rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos);
     }
-    kv.store(l, pos0, &s.k[..m * kvd], &s.v[..m * kvd]);
+    let mut start = 0;
+    for seq in seqs.iter_mut() {
+        let n = seq.tokens.len();
+        let rows = start * kvd..(start + n) * kvd;
+        seq.kv.store(l, seq.pos0, &s.k[rows.clone()], &s.v[rows]);
+        start += n;
+    }
 
     // Attention runs on the f16 cache with ggml's f16 dot products: queries and
     // probabilities are rounded to f16, products accumulate in f32.
     let f16_dot = rllm_kernels::dot_kernel(GgmlType::F16).expect("F16 kernels exist");
-    let cache = kv.layer(l);
-    let n_ctx = kv.n_ctx;
+    let seqs: &[Seq] = seqs;
+    let rows = &s.rows;
+    let n_ctx = s.scores.len() / hp.n_head;
     let group = hp.n_head / hp.n_head_kv;
     let scale = hp.attn_scale;
     let window = if hp.swa_layers[l] { hp.n_swa } else { None };
@@ -273,8 +296,8 @@ fn attention_block(
         .for_each(|(h, ((out, scores), bytes))| {
             let g = h / group;
             let (q16, p16) = bytes.split_at_mut(2 * hd);
-            for t in 0..m {
-                let pos = pos0 + t;
+            for (t, &(seq, pos)) in rows.iter().enumerate() {
+                let cache = seqs[seq].kv.layer(l);
                 // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
                 let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 let n = pos + 1 - first;

@@ -2,6 +2,7 @@
 //! sampling. Knows nothing of Python; `rllm-py` binds it.
 
 pub mod arch;
+pub mod batch;
 pub mod bench;
 pub mod context;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ops;
 pub mod sampler;
 pub mod tensor;
 
+pub use batch::{BatchEngine, Work};
 pub use context::{Context, ContextParams, FinishReason, Generator};
 pub use error::{Error, Result};
 pub use model::Model;

@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod batch;
 mod context;
 mod errors;
 mod kernels;
@@ -16,6 +17,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::GgufFile>()?;
     m.add_function(wrap_pyfunction!(model::memory_bandwidth, m)?)?;
     m.add_class::<context::Context>()?;
+    m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
     kernels::register(m)?;
