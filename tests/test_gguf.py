@@ -267,3 +267,25 @@ def test_info_on_a_corrupt_file_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0
     assert "version 9 is not supported" in out.stderr
+
+
+# --- split models ---------------------------------------------------------------------------
+
+
+def test_split_model_loads_as_one(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.gguf"
+    write_tiny_llama(whole)
+    write_tiny_llama(tmp_path / "split.gguf", split_max_tensors=8)
+    parts = sorted(tmp_path.glob("split-*-of-*.gguf"))
+    assert len(parts) >= 3
+    ids = [5, 6, 7, 8]
+    expected = _rllm.Context(_rllm.Model(whole), n_ctx=8).eval(ids)
+    model = _rllm.Model(parts[0])
+    assert model.n_params == _rllm.Model(whole).n_params
+    np.testing.assert_array_equal(_rllm.Context(model, n_ctx=8).eval(ids), expected)
+
+    with pytest.raises(rllm.GGUFError, match="file 2 of a .*open the first file"):
+        _rllm.Model(parts[1])
+    parts[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=parts[-1].name):
+        _rllm.Model(parts[0])

@@ -93,6 +93,7 @@ def write_tiny_llama(
     rope_freqs: bool = False,
     longrope: bool = False,
     swa_pattern: int | None = None,
+    split_max_tensors: int = 0,
 ) -> dict[str, np.ndarray]:
     """Write a GGUF of ``hp.arch`` with random weights and a byte-level tokenizer (256 byte
     tokens, one merge ``he``, and ``<|endoftext|>``). Returns the weights as the file stores
@@ -124,7 +125,8 @@ def write_tiny_llama(
     if not tied:
         shapes["output.weight"] = (n_vocab, e)
 
-    w = gguf.GGUFWriter(str(path), arch)
+    # With split_max_tensors, the files are PATH-00001-of-0000N.gguf and so on.
+    w = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     w.add_context_length(n_ctx_train)
     w.add_embedding_length(e)
     w.add_block_count(hp.n_layer)

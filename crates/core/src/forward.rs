@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use rllm_kernels::{matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, Qkv};
+use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::ops::{self, RopeTable};
@@ -90,7 +91,7 @@ impl ActCache {
     }
 
     /// `out[m, w.rows] = x[m, w.cols] · wᵀ`
-    fn project(&mut self, map: &[u8], w: &Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+    fn project(&mut self, map: &GgufFile, w: &Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         let k = &w.kernel;
         if self.format != Some(k.act) {
             matmul::quantize_rows(k, &x[..m * w.cols], w.cols, &mut self.bytes);
@@ -148,7 +149,7 @@ pub fn forward(
 ) {
     let hp = &model.hparams;
     let w = &model.weights;
-    let map = model.file.bytes();
+    let map = &model.file;
     let e = hp.n_embd;
     s.rows.clear();
     for (i, seq) in seqs.iter().enumerate() {
@@ -220,7 +221,7 @@ fn add_bias(rows: &mut [f32], bias: &[f32]) {
 
 fn attention_block(
     hp: &HParams,
-    map: &[u8],
+    map: &GgufFile,
     layer: &Layer,
     l: usize,
     seqs: &mut [Seq],
@@ -334,7 +335,7 @@ fn attention_block(
     ops::add_assign(&mut s.x[..m * e], &s.proj[..m * e]);
 }
 
-fn ffn_block(hp: &HParams, map: &[u8], layer: &Layer, s: &mut Scratch, m: usize) {
+fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: usize) {
     let (f, e) = (hp.n_ff, hp.n_embd);
     norm_rows(&s.x, &mut s.xn, &layer.ffn_norm, hp.rms_eps, m);
     s.act.invalidate();

@@ -13,33 +13,32 @@ pub struct Matrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    /// Absolute byte range in the file.
-    start: usize,
-    len: usize,
+    /// The tensor's place in its file.
+    info: TensorInfo,
     pub kernel: DotKernel,
 }
 
 impl Matrix {
-    /// This matrix's bytes inside `file_bytes` (the whole mapped file).
+    /// This matrix's bytes, in the model's map.
     #[inline]
-    pub fn data<'a>(&self, file_bytes: &'a [u8]) -> &'a [u8] {
-        &file_bytes[self.start..self.start + self.len]
+    pub fn data<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
+        file.tensor_data(&self.info)
     }
 
     /// Bytes of the whole matrix.
     pub fn byte_len(&self) -> usize {
-        self.len
+        self.info.size
     }
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.len / self.rows
+        self.info.size / self.rows
     }
 
     /// Row `r` dequantized into `out` (len `cols`).
-    pub fn dequantize_row(&self, file_bytes: &[u8], r: usize, out: &mut [f32]) {
+    pub fn dequantize_row(&self, file: &GgufFile, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        let data = self.data(file_bytes);
+        let data = self.data(file);
         rllm_kernels::dequantize_row(self.ty, &data[r * rb..(r + 1) * rb], out);
     }
 }
@@ -98,8 +97,7 @@ impl<'a> TensorLoader<'a> {
             ty: t.ty,
             rows,
             cols,
-            start: (self.file.data_offset + t.offset) as usize,
-            len: t.size,
+            info: t.clone(),
             kernel,
         }))
     }

@@ -31,6 +31,8 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Size of the data in bytes.
     pub size: usize,
+    /// Which file of a split model holds the data (0 for single-file models).
+    pub shard: usize,
 }
 
 impl TensorInfo {
@@ -46,17 +48,25 @@ impl TensorInfo {
     }
 }
 
-/// A validated GGUF file: header parsed into owned structures, tensor data left in the map.
+/// A validated GGUF model: header parsed into owned structures, tensor data left in the map.
+/// A split model (`NAME-00001-of-0000N.gguf`, `split.*` keys) is opened through its first
+/// file and reads as one: metadata from the first file, tensors from all of them.
 pub struct GgufFile {
     pub path: PathBuf,
     pub version: u32,
     pub alignment: u64,
     pub metadata: Metadata,
     pub tensors: Vec<TensorInfo>,
-    /// Absolute file offset where tensor data begins.
+    /// Absolute offset where tensor data begins in the first file.
     pub data_offset: u64,
     tensor_index: HashMap<String, usize>,
+    shards: Vec<Shard>,
+}
+
+/// One mapped file of a (possibly split) model.
+struct Shard {
     map: Mmap,
+    data_offset: u64,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -66,43 +76,124 @@ impl std::fmt::Debug for GgufFile {
             .field("version", &self.version)
             .field("n_kv", &self.metadata.len())
             .field("n_tensors", &self.tensors.len())
+            .field("n_files", &self.shards.len())
             .finish()
     }
 }
 
+/// Map one file and parse its header.
+fn map_and_parse(path: &Path) -> Result<(Mmap, Header)> {
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    if file.metadata().map_err(io_err)?.is_dir() {
+        return Err(io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory, not a GGUF file",
+        )));
+    }
+    // SAFETY: the map is read-only. Another process truncating the file while it is mapped
+    // would fault; that is the accepted contract of every mmap-based model loader.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+    let header = parse(&map).map_err(|kind| Error::gguf(path, kind))?;
+    Ok((map, header))
+}
+
+/// `split.no` and `split.count` of a header, if it is part of a split model.
+fn split_position(header: &Header) -> Result<Option<(u64, u64)>, GgufError> {
+    let m = &header.metadata;
+    if !m.contains("split.count") {
+        return Ok(None);
+    }
+    let (no, count) = (m.u64("split.no")?, m.u64("split.count")?);
+    if count == 0 || no >= count || count > 9999 {
+        return Err(GgufError::InvalidValue {
+            key: "split.no".into(),
+            why: format!("file {no} of {count} is not a valid split position"),
+        });
+    }
+    Ok(Some((no, count)).filter(|&(_, count)| count > 1))
+}
+
+/// The path of file `no` (0-based) of a split model whose first file is `first`
+/// (llama.cpp's `PREFIX-%05d-of-%05d.gguf` naming).
+fn split_path(first: &Path, no: u64, count: u64) -> Option<PathBuf> {
+    let name = first.file_name()?.to_str()?;
+    let suffix = format!("-00001-of-{count:05}.gguf");
+    let prefix = name.strip_suffix(&suffix)?;
+    Some(first.with_file_name(format!("{prefix}-{:05}-of-{count:05}.gguf", no + 1)))
+}
+
 impl GgufFile {
-    /// Map `path` and validate its header and tensor table.
+    /// Map `path` (and, for a split model, its other files) and validate every header and
+    /// tensor table.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let io_err = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(io_err)?;
-        if file.metadata().map_err(io_err)?.is_dir() {
-            return Err(io_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "is a directory, not a GGUF file",
-            )));
+        let (map, header) = map_and_parse(&path)?;
+        let err = |kind| Error::gguf(&path, kind);
+        let split = split_position(&header).map_err(err)?;
+        let mut tensors = header.tensors;
+        let mut shards = vec![Shard {
+            map,
+            data_offset: header.data_offset,
+        }];
+        if let Some((no, count)) = split {
+            if no != 0 {
+                return Err(err(GgufError::InvalidValue {
+                    key: "split.no".into(),
+                    why: format!(
+                        "this is file {} of a {count}-file model: open the first file",
+                        no + 1
+                    ),
+                }));
+            }
+            for i in 1..count {
+                let other = split_path(&path, i, count).ok_or_else(|| {
+                    err(GgufError::InvalidValue {
+                        key: "split.count".into(),
+                        why: format!(
+                            "a {count}-file model's first file must be named \
+                             NAME-00001-of-{count:05}.gguf"
+                        ),
+                    })
+                })?;
+                let (map, h) = map_and_parse(&other)?;
+                if split_position(&h).map_err(|k| Error::gguf(&other, k))? != Some((i, count)) {
+                    return Err(Error::gguf(
+                        &other,
+                        GgufError::InvalidValue {
+                            key: "split.no".into(),
+                            why: format!("expected file {} of {count}", i + 1),
+                        },
+                    ));
+                }
+                tensors.extend(h.tensors.into_iter().map(|t| TensorInfo {
+                    shard: shards.len(),
+                    ..t
+                }));
+                shards.push(Shard {
+                    map,
+                    data_offset: h.data_offset,
+                });
+            }
         }
-        // SAFETY: the map is read-only. Another process truncating the file while it is mapped
-        // would fault; that is the accepted contract of every mmap-based model loader.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        let header = parse(&map).map_err(|kind| Error::gguf(&path, kind))?;
+        let mut tensor_index = HashMap::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            if tensor_index.insert(t.name.clone(), i).is_some() {
+                return Err(err(GgufError::DuplicateTensor(t.name.clone())));
+            }
+        }
         Ok(GgufFile {
             path,
             version: header.version,
             alignment: header.alignment,
             metadata: header.metadata,
-            tensor_index: header
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
-            tensors: header.tensors,
+            tensor_index,
+            tensors,
             data_offset: header.data_offset,
-            map,
+            shards,
         })
     }
 
@@ -115,15 +206,21 @@ impl GgufFile {
         self.tensor_index.get(name).copied()
     }
 
-    /// The bytes of a tensor, borrowed from the map (validated to lie inside the file).
+    /// The bytes of a tensor, borrowed from its file's map (validated to lie inside it).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
-        let start = (self.data_offset + info.offset) as usize;
-        &self.map[start..start + info.size]
+        let shard = &self.shards[info.shard];
+        let start = (shard.data_offset + info.offset) as usize;
+        &shard.map[start..start + info.size]
     }
 
-    /// The whole mapped file.
+    /// Number of files of the model (1 unless split).
+    pub fn n_files(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The whole of the first mapped file.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        &self.shards[0].map
     }
 
     /// An error about this file.
@@ -485,6 +582,7 @@ impl<'a> Reader<'a> {
             dims,
             offset,
             size,
+            shard: 0,
         })
     }
 }
