@@ -14,7 +14,7 @@ use crate::sampler::Sampler;
 pub const DEFAULT_N_BATCH: usize = 512;
 
 const STATE_MAGIC: &[u8; 4] = b"RLKV";
-const STATE_VERSION: u64 = 2;
+const STATE_VERSION: u64 = 3;
 
 #[derive(Clone, Debug, Default)]
 pub struct ContextParams {
@@ -105,7 +105,7 @@ impl Engine {
 
     pub fn new_kv(&self) -> KvCache {
         let hp = &self.model.hparams;
-        KvCache::new(hp.n_layer, self.n_ctx, hp.kv_dim())
+        KvCache::new(hp.n_layer, self.n_ctx, hp.n_head_kv, hp.head_dim)
     }
 
     /// One forward pass over `seqs` (at most `n_batch` tokens together) on the pool.

@@ -305,7 +305,7 @@ fn attention_block(
                 f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
                 let sc = &mut scores[..n];
                 for (j, sj) in (first..=pos).zip(sc.iter_mut()) {
-                    *sj = f16_dot.dot(hd, cache.key(j, g * hd..(g + 1) * hd), q16) * scale;
+                    *sj = f16_dot.dot(hd, cache.key(g, j), q16) * scale;
                 }
                 ops::softmax(sc);
                 let p16 = &mut p16[..2 * n];

@@ -1,6 +1,7 @@
-//! Per-layer key/value storage in f16, as llama.cpp keeps it by default. Keys are stored by
-//! position (`[n_ctx, kv_dim]`), values transposed (`[kv_dim, n_ctx]`) as llama.cpp does
-//! without flash attention: both products of attention then read contiguous f16 runs.
+//! Per-layer key/value storage in f16, as llama.cpp keeps it by default. Keys are stored per
+//! KV head by position (`[n_head_kv, n_ctx, head_dim]`), values transposed (`[kv_dim, n_ctx]`)
+//! as llama.cpp does without flash attention: both products of attention then stream
+//! contiguous f16 memory.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -9,7 +10,8 @@ use half::slice::HalfFloatSliceExt;
 pub struct KvCache {
     pub n_ctx: usize,
     pub kv_dim: usize,
-    /// `[n_layer, n_ctx, kv_dim]`
+    pub head_dim: usize,
+    /// `[n_layer, n_head_kv, n_ctx, head_dim]`
     k: Vec<f16>,
     /// `[n_layer, kv_dim, n_ctx]`
     vt: Vec<f16>,
@@ -18,17 +20,17 @@ pub struct KvCache {
 /// One layer's keys and values.
 pub struct KvLayer<'a> {
     n_ctx: usize,
-    kv_dim: usize,
+    head_dim: usize,
     k: &'a [f16],
     vt: &'a [f16],
 }
 
 impl KvLayer<'_> {
-    /// Key of position `pos`, dims `dims` (e.g. one head), as f16 bytes.
+    /// Key of KV head `head` at position `pos`, as f16 bytes.
     #[inline]
-    pub fn key(&self, pos: usize, dims: std::ops::Range<usize>) -> &[u8] {
-        let start = pos * self.kv_dim;
-        bytemuck::cast_slice(&self.k[start + dims.start..start + dims.end])
+    pub fn key(&self, head: usize, pos: usize) -> &[u8] {
+        let start = (head * self.n_ctx + pos) * self.head_dim;
+        bytemuck::cast_slice(&self.k[start..start + self.head_dim])
     }
 
     /// Value dimension `dim` at positions `positions`, as f16 bytes.
@@ -40,11 +42,13 @@ impl KvLayer<'_> {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self {
+    pub fn new(n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize) -> Self {
+        let kv_dim = n_head_kv * head_dim;
         let n = n_layer * n_ctx * kv_dim;
         KvCache {
             n_ctx,
             kv_dim,
+            head_dim,
             k: vec![f16::ZERO; n],
             vt: vec![f16::ZERO; n],
         }
@@ -59,7 +63,7 @@ impl KvCache {
         let r = self.layer_range(layer);
         KvLayer {
             n_ctx: self.n_ctx,
-            kv_dim: self.kv_dim,
+            head_dim: self.head_dim,
             k: &self.k[r.clone()],
             vt: &self.vt[r],
         }
@@ -67,9 +71,14 @@ impl KvCache {
 
     /// Store rows `k` and `v` (`[m, kv_dim]`) at positions `pos0..pos0 + m` of `layer`.
     pub fn store(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
-        let (d, n_ctx) = (self.kv_dim, self.n_ctx);
+        let (d, hd, n_ctx) = (self.kv_dim, self.head_dim, self.n_ctx);
         let base = self.layer_range(layer).start;
-        self.k[base + pos0 * d..base + pos0 * d + k.len()].convert_from_f32_slice(k);
+        for (t, row) in k.chunks_exact(d).enumerate() {
+            for (g, head) in row.chunks_exact(hd).enumerate() {
+                let dst = base + (g * n_ctx + pos0 + t) * hd;
+                self.k[dst..dst + hd].convert_from_f32_slice(head);
+            }
+        }
         let vt = &mut self.vt[base..base + d * n_ctx];
         for (t, row) in v.chunks_exact(d).enumerate() {
             for (i, x) in row.iter().enumerate() {
@@ -88,15 +97,18 @@ impl KvCache {
         n_past: usize,
         mut rerotate: impl FnMut(usize, &mut [f32]),
     ) {
-        let (d, n_ctx) = (self.kv_dim, self.n_ctx);
-        let mut row = vec![0.0f32; d];
+        let (d, hd, n_ctx) = (self.kv_dim, self.head_dim, self.n_ctx);
+        let mut row = vec![0.0f32; hd];
         for layer in 0..n_layer {
             let base = self.layer_range(layer).start;
-            for p in n_keep + n_discard..n_past {
-                let (src, dst) = (base + p * d, base + (p - n_discard) * d);
-                self.k[src..src + d].convert_to_f32_slice(&mut row);
-                rerotate(layer, &mut row);
-                self.k[dst..dst + d].convert_from_f32_slice(&row);
+            for g in 0..d / hd {
+                let head = base + g * n_ctx * hd;
+                for p in n_keep + n_discard..n_past {
+                    let (src, dst) = (head + p * hd, head + (p - n_discard) * hd);
+                    self.k[src..src + hd].convert_to_f32_slice(&mut row);
+                    rerotate(layer, &mut row);
+                    self.k[dst..dst + hd].convert_from_f32_slice(&row);
+                }
             }
             for i in 0..d {
                 let r = base + i * n_ctx;
@@ -106,15 +118,18 @@ impl KvCache {
         }
     }
 
-    /// Keys (by position) then values (by dimension) of positions `0..n` of every layer, as
-    /// little-endian f16 bytes.
+    /// Keys (by head, then position) then values (by dimension) of positions `0..n` of every
+    /// layer, as little-endian f16 bytes.
     pub fn write_state(&self, n_layer: usize, n: usize, out: &mut Vec<u8>) {
-        let (d, n_ctx) = (self.kv_dim, self.n_ctx);
+        let (d, hd, n_ctx) = (self.kv_dim, self.head_dim, self.n_ctx);
         for layer in 0..n_layer {
             let base = self.layer_range(layer).start;
-            let keys = &self.k[base..base + n * d];
+            let keys = (0..d / hd).flat_map(|g| {
+                let head = base + g * n_ctx * hd;
+                &self.k[head..head + n * hd]
+            });
             let values = (0..d).flat_map(|i| &self.vt[base + i * n_ctx..base + i * n_ctx + n]);
-            for x in keys.iter().chain(values) {
+            for x in keys.chain(values) {
                 out.extend_from_slice(&x.to_le_bytes());
             }
         }
@@ -122,14 +137,17 @@ impl KvCache {
 
     /// The inverse of [`KvCache::write_state`]; `data` must hold exactly that many bytes.
     pub fn read_state(&mut self, n_layer: usize, n: usize, data: &[u8]) {
-        let (d, n_ctx) = (self.kv_dim, self.n_ctx);
+        let (d, hd, n_ctx) = (self.kv_dim, self.head_dim, self.n_ctx);
         let mut values = data
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]));
         for layer in 0..n_layer {
             let base = self.layer_range(layer).start;
-            for (x, v) in self.k[base..base + n * d].iter_mut().zip(&mut values) {
-                *x = v;
+            for g in 0..d / hd {
+                let head = base + g * n_ctx * hd;
+                for (x, v) in self.k[head..head + n * hd].iter_mut().zip(&mut values) {
+                    *x = v;
+                }
             }
             for i in 0..d {
                 let row = &mut self.vt[base + i * n_ctx..base + i * n_ctx + n];
