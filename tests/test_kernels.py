@@ -1,7 +1,7 @@
-"""Kernel formats and SIMD tiers, checked from Python.
+"""Kernel formats and SIMD tiers, checked from Python, for every ggml type rllm runs.
 
 * Dequantization equals the independent oracle ``gguf.quants.dequantize`` bit for bit, on
-  random blocks with any finite f16 scales (subnormal to 65504).
+  random blocks with any finite f16 scales (subnormal to 65504), for every type gguf decodes.
 * Every SIMD tier's activation quantizer equals the scalar one bit for bit, and its dot product
   equals the scalar one within ``1e-5 · Σ|terms|`` (only the float summation order differs).
 * The Q8_0 activation quantizer equals ``gguf``'s bit-exact port of ggml's reference.
@@ -21,8 +21,17 @@ from rllm import _rllm
 ISAS = _rllm.available_isas()
 SIMD_ISAS = [isa for isa in ISAS if isa != "scalar"]
 
-WEIGHT_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K"]
+# fmt: off
+WEIGHT_TYPES = [
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
+    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
+    "TQ1_0", "TQ2_0",
+]
+# fmt: on
 QUANT_TYPES = [t for t in WEIGHT_TYPES if t not in ("F32", "F16", "BF16")]
+# gguf's numpy oracle decodes all of these but the activation-only Q8_1 and Q8_K.
+GGUF_DEQUANT_TYPES = [t for t in WEIGHT_TYPES if t not in ("Q8_1", "Q8_K")]
 
 # ggml's vec_dot_type: the activation format each weight type multiplies.
 ACT_TYPE = {
@@ -32,21 +41,64 @@ ACT_TYPE = {
     "Q4_0": "Q8_0",
     "Q5_0": "Q8_0",
     "Q8_0": "Q8_0",
+    "IQ4_NL": "Q8_0",
     "Q4_1": "Q8_1",
     "Q5_1": "Q8_1",
-    "Q4_K": "Q8_K",
-    "Q6_K": "Q8_K",
+    "Q8_1": "Q8_1",
+    **{
+        t: "Q8_K"
+        for t in (
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ1_S",
+            "IQ1_M",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ2_S",
+            "IQ3_XXS",
+            "IQ3_S",
+            "IQ4_XS",
+            "TQ1_0",
+            "TQ2_0",
+        )
+    },
 }
 
-# Byte offsets of the f16 scale fields (d, m / dmin) inside one block.
+# Byte offsets of the f16 scale fields (d, m / dmin) inside one block. IQ1_M spreads its f16
+# scale over the top nibbles of 4 words and Q8_K has an f32 one: `weight_rows` sets those.
 SCALE_OFFSETS = {
-    "Q4_0": [0],
-    "Q5_0": [0],
-    "Q8_0": [0],
+    **{
+        t: [0]
+        for t in (
+            "Q4_0",
+            "Q5_0",
+            "Q8_0",
+            "IQ1_S",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ2_S",
+            "IQ3_XXS",
+            "IQ3_S",
+            "IQ4_NL",
+            "IQ4_XS",
+        )
+    },
     "Q4_1": [0, 2],
     "Q5_1": [0, 2],
+    "Q8_1": [0, 2],
     "Q4_K": [0, 2],
+    "Q5_K": [0, 2],
+    "Q2_K": [80, 82],
+    "Q3_K": [108],
     "Q6_K": [208],
+    "Q8_K": [],
+    "IQ1_M": [],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 
 # Largest activation magnitude whose quantized row keeps finite scales (and finite sums):
@@ -65,7 +117,8 @@ def block_size(name: str) -> int:
 
 
 def type_size(name: str) -> int:
-    return GGML_QUANT_SIZES[qtype(name)][1]
+    # gguf's table still says 40 for Q8_1 (an older layout); ggml's block_q8_1 is 36 bytes.
+    return 36 if name == "Q8_1" else GGML_QUANT_SIZES[qtype(name)][1]
 
 
 # --- strategies ------------------------------------------------------------------------------
@@ -114,10 +167,24 @@ def weight_rows(draw: st.DrawFn, name: str, n_blocks: int | None = None) -> tupl
     size = n_blocks * type_size(name)
     data = bytearray(draw(st.binary(min_size=size, max_size=size)))
     for b in range(n_blocks):
+        base = b * type_size(name)
         for off in SCALE_OFFSETS[name]:
-            at = b * type_size(name) + off
-            data[at : at + 2] = draw(finite_f16_bits).to_bytes(2, "little")
+            data[base + off : base + off + 2] = draw(finite_f16_bits).to_bytes(2, "little")
+        if name == "IQ1_M":
+            set_iq1m_scale(data, base, draw(finite_f16_bits))
+        elif name == "Q8_K":
+            d = np.float32(np.float16(np.uint16(draw(finite_f16_bits)).view(np.float16)))
+            data[base : base + 4] = d.tobytes()
     return bytes(data), n
+
+
+def set_iq1m_scale(data: bytearray, base: int, bits: int) -> None:
+    """IQ1_M keeps its f16 scale in the top nibbles of its four u16 scale words."""
+    for k in range(4):
+        at = base + 48 + 2 * k
+        word = int.from_bytes(data[at : at + 2], "little") & 0x0FFF
+        word |= ((bits >> (4 * k)) & 0xF) << 12
+        data[at : at + 2] = word.to_bytes(2, "little")
 
 
 @st.composite
@@ -150,15 +217,17 @@ def assert_same_bits(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
 
 def magnitude_row(name: str, w: bytes) -> bytes:
     """Flip f16 sign bits so every dequantized element becomes |scale term| + |min term|."""
-    if name not in ("Q4_1", "Q5_1", "Q4_K"):
+    offsets = {"Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q2_K": (80, 82)}
+    if name not in offsets:
         return w
+    d_at, m_at = offsets[name]
     data = bytearray(w)
     for b in range(0, len(data), type_size(name)):
-        data[b + 1] &= 0x7F  # d >= 0
-        if name == "Q4_K":
-            data[b + 3] |= 0x80  # dmin <= 0, so −dmin·m >= 0
+        data[b + d_at + 1] &= 0x7F  # d >= 0
+        if name in ("Q4_K", "Q5_K", "Q2_K"):
+            data[b + m_at + 1] |= 0x80  # dmin <= 0, so −dmin·m >= 0
         else:
-            data[b + 3] &= 0x7F  # m >= 0
+            data[b + m_at + 1] &= 0x7F  # m >= 0
     return bytes(data)
 
 
@@ -168,7 +237,7 @@ def dot_magnitude(name: str, w: bytes, a: bytes, n: int) -> float:
     wm = np.abs(_rllm.dequantize(magnitude_row(name, w), name, n).astype(np.float64))
     am = np.abs(_rllm.dequantize(a, act, n).astype(np.float64))
     mag = float(np.sum(wm * am))
-    if act == "Q8_1":
+    if act == "Q8_1" and name != "Q8_1":
         wb = np.frombuffer(w, dtype=np.uint8).reshape(-1, type_size(name))
         ab = np.frombuffer(a, dtype=np.uint8).reshape(-1, 36)
         m = wb[:, 2:4].copy().view(np.float16).astype(np.float64)
@@ -180,7 +249,7 @@ def dot_magnitude(name: str, w: bytes, a: bytes, n: int) -> float:
 # --- dequantization against gguf -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", WEIGHT_TYPES)
+@pytest.mark.parametrize("name", GGUF_DEQUANT_TYPES)
 @given(data=st.data())
 def test_dequantize_matches_gguf(name: str, data: st.DataObject) -> None:
     w, n = data.draw(weight_rows(name))
@@ -194,7 +263,7 @@ def test_dequantize_matches_gguf(name: str, data: st.DataObject) -> None:
 EDGE_F16 = [0x0000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF, 0x8001]
 
 
-@pytest.mark.parametrize("name", QUANT_TYPES)
+@pytest.mark.parametrize("name", [t for t in QUANT_TYPES if t in GGUF_DEQUANT_TYPES])
 @pytest.mark.parametrize("scale_bits", EDGE_F16)
 def test_dequantize_extreme_scales_match_gguf(name: str, scale_bits: int) -> None:
     """Every block's scales set to one edge value: zero, subnormals, one, ±65504."""
@@ -205,6 +274,8 @@ def test_dequantize_extreme_scales_match_gguf(name: str, scale_bits: int) -> Non
         for off in SCALE_OFFSETS[name]:
             at = b * type_size(name) + off
             data[at : at + 2] = scale_bits.to_bytes(2, "little")
+        if name == "IQ1_M":
+            set_iq1m_scale(data, b * type_size(name), scale_bits)
     n = n_blocks * block_size(name)
     ours = _rllm.dequantize(bytes(data), name, n)
     ref = gguf_dequantize(np.frombuffer(bytes(data), dtype=np.uint8), qtype(name))
@@ -293,6 +364,11 @@ def test_vec_dot_approximates_float_dot(isa: str, name: str) -> None:
             for off in SCALE_OFFSETS[name]:
                 scale = np.float16(rng.uniform(0.001, 0.01)).tobytes()
                 data[b + off : b + off + 2] = scale
+            if name == "IQ1_M":
+                bits = int(np.float16(0.005).view(np.uint16))
+                set_iq1m_scale(data, b, bits)
+            elif name == "Q8_K":
+                data[b : b + 4] = np.float32(0.005).tobytes()
         w = bytes(data)
     x = rng.uniform(-1, 1, n).astype(np.float32)
     exact = float(np.dot(_rllm.dequantize(w, name, n).astype(np.float64), x.astype(np.float64)))
@@ -318,7 +394,7 @@ def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="unknown ggml type"):
         _rllm.dequantize(w, "Q4_9", 32)
     with pytest.raises(ValueError, match="not supported"):
-        _rllm.dequantize(bytes(84), "Q2_K", 256)
+        _rllm.dequantize(bytes(17), "MXFP4", 32)
     with pytest.raises(ValueError, match="take 18 bytes"):
         _rllm.dequantize(bytes(17), "Q4_0", 32)
     with pytest.raises(ValueError, match="whole number"):
@@ -326,7 +402,7 @@ def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="unknown isa"):
         _rllm.vec_dot("Q4_0", w, x, "sse9")
     with pytest.raises(ValueError, match="no dot product"):
-        _rllm.quantize_activation(x, "Q2_K", "scalar")
+        _rllm.quantize_activation(x, "MXFP4", "scalar")
     with pytest.raises(ValueError, match="whole number"):
         _rllm.quantize_activation(x[:31], "Q4_0", "scalar")
     with pytest.raises(ValueError, match="take 18 bytes"):

@@ -5,7 +5,11 @@
 //! like ggml's `type_traits_cpu[]` (`ggml-cpu.c`), so hot loops never re-detect.
 
 use crate::blocks::{self, DotBlock, QuantBlock};
-use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0};
+use crate::blocks::{
+    BlockIQ1M, BlockIQ1S, BlockIQ2S, BlockIQ2XS, BlockIQ2XXS, BlockIQ3S, BlockIQ3XXS, BlockIQ4NL,
+    BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, BlockTQ1_0, BlockTQ2_0,
+};
 use crate::simd::{DotFn, QuantizeFn};
 use crate::types::GgmlType;
 use std::sync::OnceLock;
@@ -17,8 +21,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 F/BW/VL (plus the AVX2 set). No AVX-512 kernels yet: runs the
-    /// AVX2 ones.
+    /// x86-64 with AVX-512 F/BW/VL (plus the AVX2 set). Runs the AVX2 kernels: AVX-512
+    /// intrinsics are stable only from Rust 1.89, above this workspace's MSRV.
     Avx512,
     /// aarch64 Advanced SIMD.
     Neon,
@@ -149,8 +153,9 @@ pub fn active_isa() -> Isa {
 pub struct DotKernel {
     /// The weight type.
     pub weight: GgmlType,
-    /// The activation format (ggml's `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
-    /// Q4_1/Q5_1, Q8_K for Q4_K/Q6_K, and the weight type itself for F32/F16/BF16.
+    /// The activation format (ggml's `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1
+    /// for Q4_1/Q5_1, Q8_K for the K, other IQ and TQ types, and the weight type itself for
+    /// F32/F16/BF16 (and Q8_1/Q8_K, which ggml only uses for activations).
     pub act: GgmlType,
     /// The tier the kernel was chosen for.
     pub isa: Isa,
@@ -233,8 +238,24 @@ fn scalar_kernel(ty: GgmlType) -> Option<(GgmlType, QuantizeFn, DotFn)> {
         Q5_0 => quant_entry::<BlockQ5_0>(),
         Q5_1 => quant_entry::<BlockQ5_1>(),
         Q8_0 => quant_entry::<BlockQ8_0>(),
+        Q8_1 => quant_entry::<BlockQ8_1>(),
+        Q8_K => quant_entry::<BlockQ8K>(),
+        Q2_K => quant_entry::<BlockQ2K>(),
+        Q3_K => quant_entry::<BlockQ3K>(),
         Q4_K => quant_entry::<BlockQ4K>(),
+        Q5_K => quant_entry::<BlockQ5K>(),
         Q6_K => quant_entry::<BlockQ6K>(),
+        IQ1_S => quant_entry::<BlockIQ1S>(),
+        IQ1_M => quant_entry::<BlockIQ1M>(),
+        IQ2_XXS => quant_entry::<BlockIQ2XXS>(),
+        IQ2_XS => quant_entry::<BlockIQ2XS>(),
+        IQ2_S => quant_entry::<BlockIQ2S>(),
+        IQ3_XXS => quant_entry::<BlockIQ3XXS>(),
+        IQ3_S => quant_entry::<BlockIQ3S>(),
+        IQ4_NL => quant_entry::<BlockIQ4NL>(),
+        IQ4_XS => quant_entry::<BlockIQ4XS>(),
+        TQ1_0 => quant_entry::<BlockTQ1_0>(),
+        TQ2_0 => quant_entry::<BlockTQ2_0>(),
         _ => return None,
     })
 }
@@ -326,16 +347,32 @@ mod tests {
             (Q5_0, Q8_0),
             (Q5_1, Q8_1),
             (Q8_0, Q8_0),
+            (Q8_1, Q8_1),
+            (Q8_K, Q8_K),
+            (Q2_K, Q8_K),
+            (Q3_K, Q8_K),
             (Q4_K, Q8_K),
+            (Q5_K, Q8_K),
             (Q6_K, Q8_K),
+            (IQ1_S, Q8_K),
+            (IQ1_M, Q8_K),
+            (IQ2_XXS, Q8_K),
+            (IQ2_XS, Q8_K),
+            (IQ2_S, Q8_K),
+            (IQ3_XXS, Q8_K),
+            (IQ3_S, Q8_K),
+            (IQ4_NL, Q8_0),
+            (IQ4_XS, Q8_K),
+            (TQ1_0, Q8_K),
+            (TQ2_0, Q8_K),
         ];
         for isa in available_isas() {
             for (w, a) in pairs {
                 let k = dot_kernel_for(w, isa).unwrap();
                 assert_eq!((k.weight, k.act, k.isa), (w, a, isa));
             }
-            assert!(dot_kernel_for(Q2_K, isa).is_none());
-            assert!(dot_kernel_for(Q8_K, isa).is_none());
+            assert!(dot_kernel_for(MXFP4, isa).is_none());
+            assert!(dot_kernel_for(I32, isa).is_none());
         }
         for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
             assert!(dot_kernel_for(Q4_0, isa).is_none());

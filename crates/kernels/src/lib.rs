@@ -25,6 +25,42 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     blocks::dequantize_row(ty, src, dst)
 }
 
+/// Quantize the rows of `x` (each `n_cols` long) into `out` (`ty.row_bytes(n_cols)` bytes per
+/// row), in parallel over rows on the current rayon pool: the bytes llama-quantize writes.
+/// `imatrix` holds one importance weight per column.
+///
+/// Panics if `ty` has no quantizer or a length disagrees; callers validate first.
+pub fn quantize_rows(
+    ty: GgmlType,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut [u8],
+    imatrix: Option<&[f32]>,
+) {
+    use rayon::prelude::*;
+    if n_cols == 0 || x.is_empty() {
+        return;
+    }
+    let row = ty
+        .row_bytes(n_cols)
+        .unwrap_or_else(|| panic!("quantize {ty}: rows of {n_cols} are not whole blocks"));
+    assert!(
+        x.len() % n_cols == 0 && out.len() == x.len() / n_cols * row,
+        "quantize {ty}: {} values and {} bytes are not whole rows of {n_cols}",
+        x.len(),
+        out.len()
+    );
+    // Small rows go in groups so that each task has some work.
+    let rows_per_task = (16384 / n_cols).max(1);
+    out.par_chunks_mut(row * rows_per_task)
+        .zip(x.par_chunks(n_cols * rows_per_task))
+        .for_each(|(o, xs)| {
+            for (or, xr) in o.chunks_exact_mut(row).zip(xs.chunks_exact(n_cols)) {
+                blocks::quantize_row(ty, xr, or, imatrix);
+            }
+        });
+}
+
 /// The dot-product kernel for weights of type `ty` on the active ISA, or `None` if unsupported.
 pub fn dot_kernel(ty: GgmlType) -> Option<DotKernel> {
     dispatch::dot_kernel_for(ty, active_isa())

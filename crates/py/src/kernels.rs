@@ -2,11 +2,11 @@
 //! SIMD tiers with an oracle (the `gguf` package) and with each other. Argument checks only:
 //! every bad name, length or tier raises `ValueError` before a kernel runs.
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rllm_kernels::blocks::can_dequantize;
+use rllm_kernels::blocks::{can_dequantize, can_quantize};
 use rllm_kernels::dispatch::{self, DotKernel, Isa};
 use rllm_kernels::GgmlType;
 
@@ -134,6 +134,47 @@ fn vec_dot(
     }))
 }
 
+/// Quantize the float32 array `x` to ggml type `type`, row by row (a row is the last axis; a
+/// 1-D array is one row), exactly as llama-quantize would. `imatrix` holds one importance
+/// weight per column.
+#[pyfunction]
+#[pyo3(signature = (x, r#type, imatrix=None))]
+fn quantize<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    r#type: &str,
+    imatrix: Option<PyReadonlyArray1<'py, f32>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let ty = parse_type(r#type)?;
+    if !can_quantize(ty) {
+        return Err(PyValueError::new_err(format!(
+            "quantize: rllm has no quantizer for type {ty}"
+        )));
+    }
+    let n_cols = x.shape().last().copied().unwrap_or(1);
+    let values: Vec<f32> = match x.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => x.as_array().iter().copied().collect(),
+    };
+    let row = row_bytes(ty, n_cols, "quantize")?;
+    let imatrix = imatrix.map(|m| to_vec(&m));
+    if let Some(m) = &imatrix {
+        if m.len() != n_cols {
+            return Err(PyValueError::new_err(format!(
+                "quantize: imatrix has {} values, rows have {n_cols}",
+                m.len()
+            )));
+        }
+    }
+    let out = py.detach(|| {
+        let n_rows = values.len().checked_div(n_cols).unwrap_or(0);
+        let mut out = vec![0u8; n_rows * row];
+        rllm_kernels::quantize_rows(ty, &values, n_cols, &mut out, imatrix.as_deref());
+        out
+    });
+    Ok(PyBytes::new(py, &out))
+}
+
 /// The kernel tiers this CPU can run, `"scalar"` first.
 #[pyfunction]
 fn available_isas() -> Vec<&'static str> {
@@ -151,6 +192,7 @@ fn active_isa() -> &'static str {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_activation, m)?)?;
     m.add_function(wrap_pyfunction!(vec_dot, m)?)?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;

@@ -1,10 +1,12 @@
 //! K-quants: super-blocks of 256 weights split into sub-blocks with their own quantized scales.
 //! Q4_K: 8 sub-blocks of 32, 6-bit scales and mins, `w = d·sc·q − dmin·m`.
+//! Q5_K: as Q4_K with a fifth bit per weight.
 //! Q6_K: 16 sub-blocks of 16, i8 scales, `w = d·sc·(q − 32)`.
-//! Their activation format is Q8_K; the Q4_K dot takes its min term from the Q8_K group sums.
-//! Spec: ggml `ggml-common.h` (`block_q4_K`, `block_q6_K`), `ggml-quants.c`
-//! (`get_scale_min_k4`, `dequantize_row_q4_K`, `dequantize_row_q6_K`), `ggml-cpu/quants.c`
-//! (`ggml_vec_dot_q4_K_q8_K_generic`, `ggml_vec_dot_q6_K_q8_K_generic`).
+//! (Q2_K and Q3_K live in `k_low.rs`.) Their activation format is Q8_K; the Q4_K/Q5_K dots take
+//! their min term from the Q8_K group sums.
+//! Spec: ggml `ggml-common.h` (`block_q4_K`, `block_q5_K`, `block_q6_K`), `ggml-quants.c`
+//! (`get_scale_min_k4`, `dequantize_row_q4_K/q5_K/q6_K`), `ggml-cpu/quants.c`
+//! (`ggml_vec_dot_q4_K_q8_K_generic`, `..._q5_K_...`, `..._q6_K_...`).
 
 use super::{array_at, blocks, read_f16, write_f16, BlockQ8K, DotBlock, QuantBlock};
 use crate::types::{GgmlType, QK_K};
@@ -46,7 +48,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
 impl BlockQ4K {
     /// The 4-bit codes in element order.
-    fn codes(&self) -> [u8; QK_K] {
+    pub(crate) fn codes(&self) -> [u8; QK_K] {
         let mut q = [0u8; QK_K];
         for (c, chunk) in self.qs.chunks_exact(32).enumerate() {
             for (l, &b) in chunk.iter().enumerate() {
@@ -128,6 +130,103 @@ impl DotBlock for BlockQ4K {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Fifth bits: bit `2c` of byte `l` is element `64c + l`'s, bit `2c + 1` element
+    /// `64c + 32 + l`'s.
+    pub qh: [u8; QK_K / 8],
+    /// Low 4 bits, laid out as Q4_K's `qs`.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+
+impl BlockQ5K {
+    /// The 5-bit codes in element order.
+    pub(crate) fn codes(&self) -> [u8; QK_K] {
+        let mut q = [0u8; QK_K];
+        for (c, chunk) in self.qs.chunks_exact(32).enumerate() {
+            for (l, &b) in chunk.iter().enumerate() {
+                let h = self.qh[l] >> (2 * c);
+                q[64 * c + l] = (b & 0x0F) | ((h & 1) << 4);
+                q[64 * c + 32 + l] = (b >> 4) | (((h >> 1) & 1) << 4);
+            }
+        }
+        q
+    }
+}
+
+impl QuantBlock for BlockQ5K {
+    const TYPE: GgmlType = GgmlType::Q5_K;
+    const ELEMS: usize = QK_K;
+    const BYTES: usize = 176;
+
+    fn read(b: &[u8]) -> Self {
+        debug_assert_eq!(b.len(), Self::BYTES);
+        Self {
+            d: read_f16(b, 0),
+            dmin: read_f16(b, 2),
+            scales: array_at(b, 4),
+            qh: array_at(b, 16),
+            qs: array_at(b, 48),
+        }
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        write_f16(out, 0, self.d);
+        write_f16(out, 2, self.dmin);
+        out[4..16].copy_from_slice(&self.scales);
+        out[16..48].copy_from_slice(&self.qh);
+        out[48..176].copy_from_slice(&self.qs);
+    }
+
+    fn dequantize(&self, y: &mut [f32]) {
+        let d = self.d.to_f32();
+        let dmin = self.dmin.to_f32();
+        let q = self.codes();
+        for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
+            let (sc, m) = get_scale_min_k4(j, &self.scales);
+            let d1 = d * sc as f32;
+            let m1 = dmin * m as f32;
+            for (y, &q) in ys.iter_mut().zip(qs) {
+                *y = d1 * q as f32 - m1;
+            }
+        }
+    }
+}
+
+impl DotBlock for BlockQ5K {
+    type Dot = BlockQ8K;
+
+    /// As Q4_K: 8-lane integer sums per block, min term from the group sums.
+    fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
+        let mut sums = [0f32; 8];
+        let mut sumf = 0f32;
+        for (x, y) in blocks::<Self>(w).zip(blocks::<BlockQ8K>(a)) {
+            let q = x.codes();
+            let mut lanes = [0i32; 8];
+            let mut summ = 0i32;
+            for j in 0..QK_K / 32 {
+                let (sc, m) = get_scale_min_k4(j, &x.scales);
+                summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+                for e in 32 * j..32 * (j + 1) {
+                    lanes[e % 8] += sc as i32 * (q[e] as i32 * y.qs[e] as i32);
+                }
+            }
+            let d = x.d.to_f32() * y.d;
+            for (s, &l) in sums.iter_mut().zip(&lanes) {
+                *s += d * l as f32;
+            }
+            let dmin = x.dmin.to_f32() * y.d;
+            sumf -= dmin * summ as f32;
+        }
+        sums.iter().fold(sumf, |acc, &s| acc + s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
 pub struct BlockQ6K {
     /// Low 4 bits. Half `h` (64 bytes at `64·h`): bytes 0..32 hold elements 0..32 (low
     /// nibble) and 64..96 (high); bytes 32..64 hold elements 32..64 and 96..128.
@@ -143,7 +242,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
 impl BlockQ6K {
     /// Signed values `q − 32` in `[-32, 31]`, in element order.
-    fn values(&self) -> [i8; QK_K] {
+    pub(crate) fn values(&self) -> [i8; QK_K] {
         let mut v = [0i8; QK_K];
         for h in 0..2 {
             let ql = &self.ql[64 * h..64 * h + 64];

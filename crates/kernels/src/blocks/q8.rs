@@ -138,6 +138,25 @@ impl QuantBlock for BlockQ8_1 {
     }
 }
 
+/// Q8_1 is an activation format in ggml, which has no dot product with Q8_1 weights; rllm
+/// multiplies such rows against Q8_1 activations (`d·da·Σ q·qa`, the sums unused).
+impl DotBlock for BlockQ8_1 {
+    type Dot = BlockQ8_1;
+
+    fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
+        let mut sumf = 0f32;
+        for (x, y) in blocks::<Self>(w).zip(blocks::<Self>(a)) {
+            let sumi: i32 =
+                x.qs.iter()
+                    .zip(y.qs)
+                    .map(|(&p, q)| p as i32 * q as i32)
+                    .sum();
+            sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        }
+        sumf
+    }
+}
+
 impl ActBlock for BlockQ8_1 {
     /// As Q8_0, plus `s = d · Σq`.
     fn quantize(x: &[f32]) -> Self {
@@ -200,6 +219,24 @@ impl QuantBlock for BlockQ8K {
         for (y, &q) in y.iter_mut().zip(&self.qs) {
             *y = self.d * q as f32;
         }
+    }
+}
+
+/// Like Q8_1, Q8_K weights have no ggml dot product; rllm pairs them with Q8_K activations.
+impl DotBlock for BlockQ8K {
+    type Dot = BlockQ8K;
+
+    fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
+        let mut sumf = 0f32;
+        for (x, y) in blocks::<Self>(w).zip(blocks::<Self>(a)) {
+            let sumi: i32 =
+                x.qs.iter()
+                    .zip(y.qs)
+                    .map(|(&p, q)| p as i32 * q as i32)
+                    .sum();
+            sumf += sumi as f32 * (x.d * y.d);
+        }
+        sumf
     }
 }
 

@@ -15,6 +15,8 @@
 // not on the 1.85 MSRV, which needs the `unsafe` blocks this lint would flag.
 #![allow(unused_unsafe)]
 
+mod more;
+
 use super::{DotFn, QuantizeFn};
 use crate::blocks::{f32_to_bf16, q8_0_scales};
 use crate::types::GgmlType;
@@ -44,8 +46,14 @@ pub(crate) fn dot_fn(ty: GgmlType) -> Option<DotFn> {
         GgmlType::Q5_0 => vec_dot_q5_0_q8_0,
         GgmlType::Q5_1 => vec_dot_q5_1_q8_1,
         GgmlType::Q8_0 => vec_dot_q8_0_q8_0,
+        GgmlType::Q2_K => more::vec_dot_q2k_q8k,
+        GgmlType::Q3_K => more::vec_dot_q3k_q8k,
         GgmlType::Q4_K => vec_dot_q4k_q8k,
+        GgmlType::Q5_K => more::vec_dot_q5k_q8k,
         GgmlType::Q6_K => vec_dot_q6k_q8k,
+        GgmlType::IQ4_NL => more::vec_dot_iq4nl_q8_0,
+        GgmlType::IQ4_XS => more::vec_dot_iq4xs_q8k,
+        GgmlType::TQ2_0 => more::vec_dot_tq2_0_q8k,
         _ => return None,
     })
 }

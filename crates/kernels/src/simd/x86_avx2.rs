@@ -14,6 +14,9 @@
 // not on the 1.85 MSRV, which needs the `unsafe` blocks this lint would flag.
 #![allow(unused_unsafe)]
 
+mod iq;
+mod k_quants;
+
 use super::{DotFn, QuantizeFn};
 use crate::blocks::{f32_to_bf16, q8_0_scales};
 use crate::types::GgmlType;
@@ -43,8 +46,24 @@ pub(crate) fn dot_fn(ty: GgmlType) -> Option<DotFn> {
         GgmlType::Q5_0 => vec_dot_q5_0_q8_0,
         GgmlType::Q5_1 => vec_dot_q5_1_q8_1,
         GgmlType::Q8_0 => vec_dot_q8_0_q8_0,
+        GgmlType::Q8_1 => k_quants::vec_dot_q8_1_q8_1,
+        GgmlType::Q8_K => k_quants::vec_dot_q8k_q8k,
+        GgmlType::Q2_K => k_quants::vec_dot_q2k_q8k,
+        GgmlType::Q3_K => k_quants::vec_dot_q3k_q8k,
         GgmlType::Q4_K => vec_dot_q4k_q8k,
+        GgmlType::Q5_K => k_quants::vec_dot_q5k_q8k,
         GgmlType::Q6_K => vec_dot_q6k_q8k,
+        GgmlType::IQ1_S => iq::vec_dot_iq1s_q8k,
+        GgmlType::IQ1_M => iq::vec_dot_iq1m_q8k,
+        GgmlType::IQ2_XXS => iq::vec_dot_iq2xxs_q8k,
+        GgmlType::IQ2_XS => iq::vec_dot_iq2xs_q8k,
+        GgmlType::IQ2_S => iq::vec_dot_iq2s_q8k,
+        GgmlType::IQ3_XXS => iq::vec_dot_iq3xxs_q8k,
+        GgmlType::IQ3_S => iq::vec_dot_iq3s_q8k,
+        GgmlType::IQ4_NL => iq::vec_dot_iq4nl_q8_0,
+        GgmlType::IQ4_XS => iq::vec_dot_iq4xs_q8k,
+        GgmlType::TQ1_0 => iq::vec_dot_tq1_0_q8k,
+        GgmlType::TQ2_0 => iq::vec_dot_tq2_0_q8k,
         _ => return None,
     })
 }

@@ -5,15 +5,31 @@
 use half::f16;
 use rllm_kernels::types::GgmlType;
 
-/// The weight types with kernels, and the block counts or lengths the tests use.
-pub const QUANT_TYPES: [GgmlType; 7] = [
+/// The block-quantized weight types with kernels.
+pub const QUANT_TYPES: [GgmlType; 23] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q8_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q8_K,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
 ];
 pub const FLOAT_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 
@@ -107,12 +123,19 @@ fn scale_f16(rng: &mut Rng, s: Scales) -> f16 {
     }
 }
 
-/// Byte offsets of the f16 scale fields in one block of `ty`.
+/// Byte offsets of the f16 scale fields in one block of `ty` (IQ1_M spreads its scale over
+/// nibbles and Q8_K has an f32 one: `weight_row` sets those).
 pub fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
+        Q4_0 | Q5_0 | Q8_0 | IQ1_S | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ4_NL
+        | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         _ => &[],
     }
 }
@@ -149,6 +172,22 @@ pub fn weight_row(rng: &mut Rng, ty: GgmlType, n: usize, s: Scales) -> Vec<u8> {
             for b in w.chunks_exact_mut(ty.type_size()) {
                 for &o in scale_offsets(ty) {
                     b[o..o + 2].copy_from_slice(&scale_f16(rng, s).to_bits().to_le_bytes());
+                }
+                match ty {
+                    GgmlType::IQ1_M => {
+                        let h = scale_f16(rng, s).to_bits();
+                        for k in 0..4 {
+                            let o = 48 + 2 * k;
+                            let w = u16::from_le_bytes([b[o], b[o + 1]]) & 0x0FFF;
+                            let w = w | (((h >> (4 * k)) & 0xF) << 12);
+                            b[o..o + 2].copy_from_slice(&w.to_le_bytes());
+                        }
+                    }
+                    GgmlType::Q8_K => {
+                        let d = scale_f16(rng, s).to_f32();
+                        b[0..4].copy_from_slice(&d.to_le_bytes());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -245,9 +284,13 @@ fn magnitude_block(ty: GgmlType, b: &mut [u8]) {
             clear(b, 0);
             clear(b, 2);
         }
-        GgmlType::Q4_K => {
+        GgmlType::Q4_K | GgmlType::Q5_K => {
             clear(b, 0);
             set(b, 2);
+        }
+        GgmlType::Q2_K => {
+            clear(b, 80);
+            set(b, 82);
         }
         _ => {}
     }
