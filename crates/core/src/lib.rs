@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod ops;
+pub mod quantize;
 pub mod sampler;
 pub mod tensor;
 

@@ -30,7 +30,8 @@ fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
 #[pymethods]
 impl BatchEngine {
     #[new]
-    #[pyo3(signature = (model, n_slots, n_ctx=None, n_threads=None, n_batch=None))]
+    #[pyo3(signature = (model, n_slots, n_ctx=None, n_threads=None, n_batch=None,
+        rope_freq_base=None, rope_freq_scale=None))]
     fn new(
         py: Python<'_>,
         model: &Model,
@@ -38,13 +39,16 @@ impl BatchEngine {
         n_ctx: Option<i64>,
         n_threads: Option<i64>,
         n_batch: Option<i64>,
+        rope_freq_base: Option<f32>,
+        rope_freq_scale: Option<f32>,
     ) -> PyResult<Self> {
         let n_slots = positive("n_slots", Some(n_slots))?.unwrap_or(1);
         let params = ContextParams {
             n_ctx: positive("n_ctx", n_ctx)?,
             n_threads: positive("n_threads", n_threads)?,
             n_batch: positive("n_batch", n_batch)?,
-            ..ContextParams::default()
+            rope_freq_base,
+            rope_freq_scale,
         };
         let model = model.inner.clone();
         let inner = py.detach(|| catch(|| rllm_core::BatchEngine::new(model, n_slots, &params)))?;

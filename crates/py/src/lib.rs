@@ -5,9 +5,11 @@ use pyo3::prelude::*;
 
 mod batch;
 mod context;
+mod convert;
 mod errors;
 mod kernels;
 mod model;
+mod quantize;
 mod sampler;
 
 #[pymodule]
@@ -21,5 +23,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
     kernels::register(m)?;
+    quantize::register(m)?;
+    convert::register(m)?;
     Ok(())
 }

@@ -19,6 +19,8 @@ use crate::tensor::{Matrix, TensorLoader};
 pub const SUPPORTED: &[&str] = &["gemma3", "llama", "phi3", "qwen2"];
 
 /// The query, key and value projections: three matrices, or one fused `[q; k; v]`.
+// One per layer, built once at load: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Qkv {
     Split {

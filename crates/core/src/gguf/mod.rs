@@ -3,6 +3,7 @@
 
 mod metadata;
 mod reader;
+pub mod writer;
 
 pub use metadata::{Array, Metadata, Value, ValueType};
 pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
