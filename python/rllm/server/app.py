@@ -1,0 +1,516 @@
+"""The HTTP side of ``rllm serve``: OpenAI-compatible routes on Starlette, an ASGI guard for the
+API key, body size and the one log line per request, and :func:`serve`, which binds the socket,
+loads the model in the background and runs uvicorn.
+
+The log line names the method, path, status, token counts and latency, never the prompt or the
+generated text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..batch import QueueFullError, SamplingParams
+from ..errors import ChatTemplateError, ContextFullError
+from .engine import Generation, ServerConfig, ServerEngine
+from .schemas import (
+    APIError,
+    ChunkShaper,
+    chat_logprobs,
+    chat_response,
+    completion_logprobs,
+    completion_response,
+    error_body,
+    finish_reason,
+    parse_chat,
+    parse_completion,
+    usage,
+)
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("rllm.server")
+
+PATHS = (
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/chat/completions",
+    "/completions",
+    "/tokenize",
+    "/detokenize",
+)
+OPEN_PATHS = frozenset({"/health"})
+
+
+def _error(status: int, message: str, **kw: Any) -> JSONResponse:
+    return JSONResponse(error_body(status, message, **kw), status_code=status)
+
+
+class Guard:
+    """ASGI middleware in front of every route: API key check (constant time), body size
+    limit from Content-Length, metrics by path and status, and the request log line."""
+
+    def __init__(self, app: ASGIApp, engine: ServerEngine) -> None:
+        self.app = app
+        self.engine = engine
+        self.keys = [k.encode() for k in engine.config.api_keys]
+        self.limit = engine.config.max_body_bytes
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        ok = False
+        for key in self.keys:  # every key is compared, whichever matches
+            ok |= hmac.compare_digest(token, key)
+        return ok and scheme.lower() == b"bearer"
+
+    def _reject(self, scope: Scope) -> Response | None:
+        if self.keys and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+            return JSONResponse(
+                error_body(
+                    401,
+                    "invalid or missing API key: send the header 'Authorization: Bearer KEY'",
+                    code="invalid_api_key",
+                ),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return _error(400, "invalid Content-Length header")
+                if size > self.limit:
+                    return _error(413, f"the request body is larger than {self.limit} bytes")
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        info: dict[str, Any] = {}
+        scope["rllm"] = info
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            reject = self._reject(scope)
+            if reject is not None:
+                await reject(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in PATHS else "other"
+            self.engine.metrics.request(path, status)
+            tokens = ""
+            if "prompt_tokens" in info:
+                tokens = (
+                    f" prompt={info['prompt_tokens']} cached={info['cached_tokens']}"
+                    f" completion={info['completion_tokens']}"
+                )
+            ms = 1000 * (time.perf_counter() - start)
+            log.info("%s %s %d%s %.1fms", scope["method"], path, status, tokens, ms)
+
+
+def _ready(request: Request) -> ServerEngine:
+    engine: ServerEngine = request.app.state.engine
+    if not engine.loaded:
+        raise APIError(503, "the model is loading; try again shortly")
+    return engine
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise APIError(413, f"the request body is larger than {limit} bytes")
+        parts.append(part)
+    try:
+        body = json.loads(b"".join(parts))
+    except ValueError:
+        raise APIError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    return body
+
+
+def _start(engine: ServerEngine, ids: list[int], params: SamplingParams) -> Generation:
+    try:
+        return engine.start(ids, params)
+    except ContextFullError as e:
+        raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+    except QueueFullError as e:
+        raise APIError(503, str(e)) from None
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _watch_disconnect(request: Request, gen: Generation) -> None:
+    """Cancel ``gen`` when the client of a non-streaming request goes away."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gen.cancel()
+            return
+
+
+class _Run:
+    """A generation for one response: its chunks, with the counters kept for the log line."""
+
+    def __init__(self, request: Request, gen: Generation) -> None:
+        self.request = request
+        self.gen = gen
+        self.info: dict[str, Any] = request.scope.get("rllm", {})
+
+    def record(self) -> dict[str, Any]:
+        req = self.gen.request
+        self.info.update(
+            prompt_tokens=len(req.prompt),
+            cached_tokens=req.n_cached,
+            completion_tokens=req.n_generated,
+        )
+        return usage(len(req.prompt), req.n_generated, req.n_cached)
+
+    async def collect(self) -> tuple[str, list[Any], str | None]:
+        watcher = asyncio.ensure_future(_watch_disconnect(self.request, self.gen))
+        texts, lps, reason = [], [], None
+        try:
+            async for chunk in self.gen.chunks():
+                if chunk.error is not None:
+                    raise APIError(500, f"generation failed: {chunk.error}")
+                texts.append(chunk.text)
+                lps.extend(chunk.logprobs)
+                reason = chunk.finish_reason
+        finally:
+            watcher.cancel()
+            self.record()
+        if reason == "cancelled":
+            raise APIError(503, "the generation was cancelled (the server is shutting down)")
+        return "".join(texts), lps, reason
+
+
+# --- routes --------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    engine: ServerEngine = request.app.state.engine
+    if engine.error is not None:
+        return _error(500, "the model failed to load")
+    if not engine.loaded:
+        return _error(503, "the model is loading")
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    engine: ServerEngine = request.app.state.engine
+    return PlainTextResponse(
+        engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+def _model_card(engine: ServerEngine) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": engine.model_id,
+        "object": "model",
+        "created": engine.created,
+        "owned_by": "rllm",
+    }
+    if engine.scheduler is not None:
+        s = engine.scheduler
+        card["meta"] = {"n_ctx_slot": s.n_ctx, "n_parallel": s.n_slots, "n_vocab": s.model.n_vocab}
+    return card
+
+
+async def models(request: Request) -> Response:
+    engine = _ready(request)
+    return JSONResponse({"object": "list", "data": [_model_card(engine)]})
+
+
+async def model(request: Request) -> Response:
+    engine = _ready(request)
+    if request.path_params["name"] != engine.model_id:
+        raise APIError(404, f"the model {request.path_params['name']!r} does not exist")
+    return JSONResponse(_model_card(engine))
+
+
+async def chat_completions(request: Request) -> Response:
+    engine = _ready(request)
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    req = parse_chat(body, model.n_vocab)
+    try:
+        ids = model.chat_prompt(req.messages, req.tools)
+    except (ChatTemplateError, TypeError, ValueError) as e:
+        raise APIError(400, f"the chat template refused the messages: {e}") from None
+    run = _Run(request, _start(engine, ids, req.params))
+    tok = model.tokenizer
+    if req.stream:
+
+        async def events() -> AsyncIterator[str]:
+            shaper = ChunkShaper(engine.model_id, chat=True, include_usage=req.include_usage)
+            try:
+                yield _sse(shaper.chunk("", role=True))
+                async for chunk in run.gen.chunks():
+                    if chunk.error is not None or chunk.finish_reason == "cancelled":
+                        yield _sse(error_body(500, f"generation failed: {chunk.error}"))
+                        break
+                    lp = chat_logprobs(tok, chunk.logprobs) if req.logprobs else None
+                    if chunk.text or chunk.logprobs:
+                        yield _sse(shaper.chunk(chunk.text, lp))
+                    if chunk.finish_reason is not None:
+                        yield _sse(shaper.chunk(None, reason=finish_reason(chunk.finish_reason)))
+                use = run.record()
+                if req.include_usage:
+                    yield _sse(shaper.usage_chunk(use))
+                yield "data: [DONE]\n\n"
+            finally:
+                run.record()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    text, lps, reason = await run.collect()
+    lp = chat_logprobs(tok, lps) if req.logprobs else None
+    return JSONResponse(chat_response(engine.model_id, text, reason, lp, run.record()))
+
+
+async def completions(request: Request) -> Response:
+    engine = _ready(request)
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    req = parse_completion(body, model.n_vocab)
+    if isinstance(req.prompt, str):
+        ids = model.tokenize(req.prompt, special=True)
+        prompt_text = req.prompt
+    else:
+        ids = list(req.prompt)
+        prompt_text = model.detokenize(ids) if req.echo else ""
+    run = _Run(request, _start(engine, ids, req.params))
+    tok = model.tokenizer
+    echo = prompt_text if req.echo else ""
+    if req.stream:
+
+        async def events() -> AsyncIterator[str]:
+            shaper = ChunkShaper(engine.model_id, chat=False, include_usage=req.include_usage)
+            offset = len(echo)
+            try:
+                if echo:
+                    yield _sse(shaper.chunk(echo))
+                async for chunk in run.gen.chunks():
+                    if chunk.error is not None or chunk.finish_reason == "cancelled":
+                        yield _sse(error_body(500, f"generation failed: {chunk.error}"))
+                        break
+                    lp = None
+                    if req.logprobs is not None:
+                        lp = completion_logprobs(tok, chunk.logprobs, offset)
+                    offset += len(chunk.text)
+                    reason = chunk.finish_reason and finish_reason(chunk.finish_reason)
+                    if chunk.text or chunk.logprobs or reason:
+                        yield _sse(shaper.chunk(chunk.text, lp, reason))
+                use = run.record()
+                if req.include_usage:
+                    yield _sse(shaper.usage_chunk(use))
+                yield "data: [DONE]\n\n"
+            finally:
+                run.record()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    text, lps, reason = await run.collect()
+    lp = completion_logprobs(tok, lps, len(echo)) if req.logprobs is not None else None
+    return JSONResponse(completion_response(engine.model_id, echo + text, reason, lp, run.record()))
+
+
+async def tokenize(request: Request) -> Response:
+    engine = _ready(request)
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    content = body.get("content")
+    if not isinstance(content, str):
+        raise APIError(400, "'content' must be a string", param="content")
+    flags = {}
+    for name, default in (("add_special", False), ("parse_special", True), ("with_pieces", False)):
+        value = body.get(name, default)
+        if not isinstance(value, bool):
+            raise APIError(400, f"'{name}' must be true or false", param=name)
+        flags[name] = value
+    ids = model.tokenize(content, add_bos=flags["add_special"], special=flags["parse_special"])
+    if flags["with_pieces"]:
+        pieces = [
+            {"id": t, "piece": model.tokenizer.token_bytes(t).decode("utf-8", "replace")}
+            for t in ids
+        ]
+        return JSONResponse({"tokens": pieces})
+    return JSONResponse({"tokens": ids})
+
+
+async def detokenize(request: Request) -> Response:
+    engine = _ready(request)
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    ids = body.get("tokens")
+    n_vocab = model.n_vocab
+    if not isinstance(ids, list) or any(
+        isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n_vocab for t in ids
+    ):
+        raise APIError(
+            400, f"'tokens' must be a list of token ids in [0, {n_vocab})", param="tokens"
+        )
+    return JSONResponse({"content": model.detokenize(ids)})
+
+
+# --- the application -----------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    return _error(exc.status_code, f"{message}: {request.method} {request.url.path}")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # The message may quote the request, so only the type is logged.
+    log.error("internal error on %s: %s", request.url.path, type(exc).__name__)
+    return _error(500, "internal server error")
+
+
+def create_app(engine: ServerEngine) -> ASGIApp:
+    """The ASGI application over ``engine`` (which may still be loading)."""
+    post = ["POST"]
+    routes = [
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/v1/models", models),
+        Route("/models", models),
+        Route("/v1/models/{name:path}", model),
+        Route("/v1/chat/completions", chat_completions, methods=post),
+        Route("/chat/completions", chat_completions, methods=post),
+        Route("/v1/completions", completions, methods=post),
+        Route("/completions", completions, methods=post),
+        Route("/tokenize", tokenize, methods=post),
+        Route("/detokenize", detokenize, methods=post),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        APIError: _api_error,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.engine = engine
+    return Guard(app, engine)
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for name in ("rllm.server", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    logging.getLogger("rllm.server").setLevel(logging.INFO)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True  # it would log query strings
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServerConfig) -> int:
+    """Bind ``config.host:config.port`` (port 0: any free port), load the model in the
+    background (``/health`` answers 503 meanwhile) and serve until interrupted. Prints
+    ``listening on http://HOST:PORT`` on stdout once the socket is bound."""
+    import uvicorn
+
+    _setup_logging()
+    engine = ServerEngine(config)
+    sock = _bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    url_host = f"[{host}]" if ":" in host else host
+    print(f"rllm: listening on http://{url_host}:{port}", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+    )
+
+    def load() -> None:
+        engine.load()
+        if engine.error is not None:
+            log.error("cannot load the model: %s", engine.error)
+            server.should_exit = True
+            return
+        s = engine.scheduler
+        assert s is not None
+        log.info(
+            "model %s ready: %d slots of %d tokens, %s",
+            engine.model_id,
+            s.n_slots,
+            s.n_ctx,
+            "API key required" if config.api_keys else "no API key",
+        )
+
+    threading.Thread(target=load, name="rllm-load", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        engine.close()
+        sock.close()
+    if engine.error is not None:
+        print(f"rllm: error: {engine.error}", file=sys.stderr)
+        return 1
+    return 0
