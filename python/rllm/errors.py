@@ -8,6 +8,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "ContextFullError",
     "ChatTemplateError",
+    "ModelNotFoundError",
 ]
 
 
@@ -29,3 +30,9 @@ class ContextFullError(RllmError, ValueError):
 
 class ChatTemplateError(RllmError, ValueError):
     """A chat template is invalid, or refuses the messages (its ``raise_exception``)."""
+
+
+class ModelNotFoundError(RllmError, FileNotFoundError):
+    """No model file answers a name: a Hub repository holds no file matching the glob or
+    quantization asked for (the message lists the GGUF files it has), a file is missing from
+    the local cache in offline mode, or a known model could be fetched from no source."""

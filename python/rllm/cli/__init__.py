@@ -14,9 +14,21 @@ from types import ModuleType
 from typing import Any
 
 from .. import __version__
-from .common import Parser, UsageError
+from .common import Parser, UsageError, resolve_hf
 
-SUBCOMMANDS = ("run", "repl", "chat", "info", "bench")
+SUBCOMMANDS = (
+    "run",
+    "repl",
+    "chat",
+    "info",
+    "bench",
+    "quantize",
+    "convert",
+    "serve",
+    "perplexity",
+    "pull",
+    "list",
+)
 
 
 def _module(name: str) -> ModuleType:
@@ -67,6 +79,7 @@ def run_subcommand(name: str, argv: Sequence[str] | None = None, prog: str | Non
 def _dispatch(parser: Parser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
+        resolve_hf(args)
         return args._run(args) or 0
     except UsageError as e:
         command: Parser = args._parser

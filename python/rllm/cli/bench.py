@@ -8,7 +8,7 @@ import sys
 
 from ..bench import bench
 from ..hub import resolve_model
-from .common import int_at_least
+from .common import UsageError, add_hf, int_at_least
 
 HELP = "measure prompt and generation speed (llama-bench style)"
 
@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         action="append",
-        required=True,
+        default=[],
         help="GGUF file or known model name (repeat for several)",
     )
+    add_hf(p, append=True)
     p.add_argument(
         "-p",
         "--n-prompt",
@@ -73,6 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import os
 
+    if not args.model:
+        raise UsageError("give a model with -m or -hf")
     threads = args.threads or [os.cpu_count() or 1]
     results = []
     for model in args.model:

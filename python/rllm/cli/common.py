@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from ..hub import DEFAULT_MODEL, KNOWN_MODELS
+from ..hub import DEFAULT_MODEL, DEFAULT_QUANT, KNOWN_MODELS, download, parse_hf_spec
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"  # prompt files shipped with rllm
 
@@ -61,6 +61,61 @@ def add_model(p: Options, required: bool = False) -> None:
         metavar="FNAME",
         help=f"GGUF file, or a known model name ({names}); default {DEFAULT_MODEL}",
     )
+    add_hf(p)
+
+
+def add_hf(p: Options, append: bool = False) -> None:
+    """llama.cpp's -hf / -hff / -hft: a model from a Hugging Face repository, downloaded
+    into the Hugging Face cache before the command runs (see :func:`resolve_hf`)."""
+    p.add_argument(
+        "-hf",
+        "-hfr",
+        "--hf-repo",
+        dest="hf_repo",
+        action="append" if append else "store",
+        default=None,
+        metavar="USER/MODEL[:QUANT]",
+        help=f"model from a Hugging Face repository (instead of -m); QUANT picks the file, "
+        f"case-insensitive, default {DEFAULT_QUANT}, else the first GGUF file"
+        + (" (repeatable)" if append else ""),
+    )
+    p.add_argument(
+        "-hff",
+        "--hf-file",
+        dest="hf_file",
+        default=None,
+        metavar="FILE",
+        help="file (or glob) in the -hf repository, instead of QUANT",
+    )
+    p.add_argument(
+        "-hft",
+        "--hf-token",
+        dest="hf_token",
+        default=None,
+        metavar="TOKEN",
+        help="Hugging Face access token (default: HF_TOKEN, or the saved login)",
+    )
+
+
+def resolve_hf(args: argparse.Namespace) -> None:
+    """Download the model of -hf (every shard of a split one; offline mode and the cache as
+    huggingface_hub has them) and put its local path in ``args.model``, so that subcommands
+    only ever see -m. Does nothing for commands without -hf."""
+    specs = getattr(args, "hf_repo", None)
+    if not specs:
+        if getattr(args, "hf_file", None):
+            raise UsageError("-hff names a file of the -hf repository; give -hf too")
+        return
+    paths = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        try:
+            repo_id, quant = parse_hf_spec(spec)
+        except ValueError as e:
+            raise UsageError(f"-hf: {e}") from None
+        if quant and args.hf_file:
+            raise UsageError("give the file with -hf USER/MODEL:QUANT or with -hff, not both")
+        paths.append(str(download(repo_id, args.hf_file, quant=quant, token=args.hf_token)))
+    args.model = [*(args.model or []), *paths] if isinstance(specs, list) else paths[0]
 
 
 def add_prompt(p: Options) -> None:

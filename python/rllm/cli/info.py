@@ -6,12 +6,14 @@ import argparse
 
 from .. import _rllm
 from ..hub import resolve_model
+from .common import UsageError, add_hf
 
 HELP = "print a GGUF file's metadata and tensors"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="GGUF file or known model name")
+    p.add_argument("model", nargs="?", help="GGUF file or known model name")
+    add_hf(p)
     p.add_argument(
         "--max-items",
         type=int,
@@ -34,6 +36,8 @@ def render(value: object, max_items: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.model is None:
+        raise UsageError("give a model: a GGUF file, a known model name, or -hf USER/MODEL")
     path = resolve_model(args.model)
     f = _rllm.GGUFFile(path)
     meta = f.metadata()
