@@ -143,6 +143,8 @@ class BatchEngine:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int | None = None,
+        rope_freq_base: float | None = None,
+        rope_freq_scale: float | None = None,
     ) -> BatchEngine: ...
     @property
     def n_slots(self) -> int: ...
