@@ -277,9 +277,10 @@ def test_error_in_progress_leaves_no_output(synthetic: Path, tmp_path: Path) -> 
 
 def test_ctrl_c_leaves_no_output(tmp_path: Path) -> None:
     src = tmp_path / "big.gguf"
-    synthetic_model(src)
+    # 24 layers of IQ4_XS (the slowest quantizer) take seconds on one thread: the
+    # interrupt lands mid-file even on a fast machine.
+    synthetic_model(src, n_layer=24)
     out = tmp_path / "q.gguf"
-    # IQ4_XS is the slowest quantizer: long enough to interrupt mid-file.
     cmd = [sys.executable, "-m", "rllm", "quantize", str(src), str(out), "IQ4_XS", "-t", "1"]
     with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
