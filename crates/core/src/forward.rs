@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use half::f16;
 use rayon::prelude::*;
+use rllm_kernels::gemm::{self, GemmActs};
 use rllm_kernels::{matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, Qkv};
@@ -81,8 +82,16 @@ impl Scratch {
 /// input and an activation format (Q, K, V; gate, up) quantize it once.
 #[derive(Default)]
 struct ActCache {
-    format: Option<GgmlType>,
+    format: Option<ActFormat>,
     bytes: Vec<u8>,
+    gemm: GemmActs,
+}
+
+/// Which form [`ActCache`] holds: a dot kernel's activation blocks, or the GEMM's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ActFormat {
+    Dot(GgmlType),
+    Gemm,
 }
 
 impl ActCache {
@@ -90,22 +99,25 @@ impl ActCache {
         self.format = None;
     }
 
-    /// `out[m, w.rows] = x[m, w.cols] · wᵀ`
+    /// `out[m, w.rows] = x[m, w.cols] · wᵀ`: the GEMM for prompt-sized `m` where the weight
+    /// type has one, else a dot product per (weight row, activation row).
     fn project(&mut self, map: &GgufFile, w: &Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        let k = &w.kernel;
-        if self.format != Some(k.act) {
-            matmul::quantize_rows(k, &x[..m * w.cols], w.cols, &mut self.bytes);
-            self.format = Some(k.act);
+        let x = &x[..m * w.cols];
+        let out = &mut out[..m * w.rows];
+        if let Some(g) = w.gemm.filter(|_| m >= gemm::MIN_ROWS) {
+            if self.format != Some(ActFormat::Gemm) {
+                self.gemm.quantize(x, w.cols);
+                self.format = Some(ActFormat::Gemm);
+            }
+            g.matmul(w.data(map), w.rows, w.cols, &self.gemm, out);
+            return;
         }
-        matmul::matmul(
-            k,
-            w.data(map),
-            w.rows,
-            w.cols,
-            &self.bytes,
-            m,
-            &mut out[..m * w.rows],
-        );
+        let k = &w.kernel;
+        if self.format != Some(ActFormat::Dot(k.act)) {
+            matmul::quantize_rows(k, x, w.cols, &mut self.bytes);
+            self.format = Some(ActFormat::Dot(k.act));
+        }
+        matmul::matmul(k, w.data(map), w.rows, w.cols, &self.bytes, m, out);
     }
 }
 
@@ -304,9 +316,8 @@ fn attention_block(
                 let n = pos + 1 - first;
                 f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
                 let sc = &mut scores[..n];
-                for (j, sj) in (first..=pos).zip(sc.iter_mut()) {
-                    *sj = f16_dot.dot(hd, cache.key(g, j), q16) * scale;
-                }
+                f16_dot.dot_rows(hd, cache.keys(g, first..=pos), q16, sc);
+                sc.iter_mut().for_each(|v| *v *= scale);
                 ops::softmax(sc);
                 let p16 = &mut p16[..2 * n];
                 f16_dot.quantize_act(sc, p16);

@@ -33,6 +33,15 @@ impl KvLayer<'_> {
         bytemuck::cast_slice(&self.k[start..start + self.head_dim])
     }
 
+    /// Keys of KV head `head` at positions `positions`, as consecutive f16 rows.
+    #[inline]
+    pub fn keys(&self, head: usize, positions: std::ops::RangeInclusive<usize>) -> &[u8] {
+        let (first, last) = (*positions.start(), *positions.end());
+        let start = (head * self.n_ctx + first) * self.head_dim;
+        let end = (head * self.n_ctx + last + 1) * self.head_dim;
+        bytemuck::cast_slice(&self.k[start..end])
+    }
+
     /// Value dimension `dim` at positions `positions`, as f16 bytes.
     #[inline]
     pub fn value_dim(&self, dim: usize, positions: std::ops::RangeInclusive<usize>) -> &[u8] {

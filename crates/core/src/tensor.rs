@@ -1,6 +1,7 @@
 //! Typed views of weights. Matrices stay in the memory map, as byte ranges resolved against
 //! the model's file at compute time; small vectors (norms, biases) are read into `Vec<f32>`.
 
+use rllm_kernels::gemm::Gemm;
 use rllm_kernels::{DotKernel, GgmlType};
 
 use crate::error::Result;
@@ -16,6 +17,8 @@ pub struct Matrix {
     /// The tensor's place in its file.
     info: TensorInfo,
     pub kernel: DotKernel,
+    /// The prompt-sized product, where the type and tier have one.
+    pub gemm: Option<Gemm>,
 }
 
 impl Matrix {
@@ -99,6 +102,7 @@ impl<'a> TensorLoader<'a> {
             cols,
             info: t.clone(),
             kernel,
+            gemm: Gemm::new(t.ty, kernel.isa),
         }))
     }
 

@@ -10,7 +10,7 @@ use crate::blocks::{
     BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
     BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, BlockTQ1_0, BlockTQ2_0,
 };
-use crate::simd::{DotFn, QuantizeFn};
+use crate::simd::{DotFn, QuantizeFn, RowsFn};
 use crate::types::GgmlType;
 use std::sync::OnceLock;
 
@@ -162,6 +162,8 @@ pub struct DotKernel {
     /// Precondition of both: the CPU supports `isa`. They bound every access by their slices.
     quantize: QuantizeFn,
     dot: DotFn,
+    /// A many-rows form of `dot`, where the tier has one.
+    rows: Option<RowsFn>,
 }
 
 impl DotKernel {
@@ -207,6 +209,29 @@ impl DotKernel {
             self.weight
         );
         self.dot_row(w, a)
+    }
+
+    /// `out[i] = dot(row i of w, a)` for `out.len()` weight rows of `n` elements each.
+    pub fn dot_rows(&self, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+        let w_row = self.weight.row_bytes(n);
+        assert!(
+            w_row.and_then(|r| r.checked_mul(out.len())) == Some(w.len()),
+            "dot_rows {}: {} bytes for {} rows of {n}",
+            self.weight,
+            w.len(),
+            out.len()
+        );
+        assert_eq!(a.len(), self.act_row_bytes(n), "dot_rows: activation row");
+        match self.rows {
+            // SAFETY: as in `dot_row`; the rows kernel bounds its accesses by the slices.
+            Some(f) if !out.is_empty() => unsafe { f(w, a, out) },
+            _ => {
+                let w_row = w_row.unwrap_or(0);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = self.dot_row(&w[i * w_row..(i + 1) * w_row], a);
+                }
+            }
+        }
     }
 
     /// [`Self::dot`] for rows whose lengths the caller has checked.
@@ -282,6 +307,15 @@ fn simd_kernels(isa: Isa, ty: GgmlType, act: GgmlType) -> (Option<QuantizeFn>, O
     }
 }
 
+#[allow(unused_variables)]
+fn simd_rows(isa: Isa, ty: GgmlType) -> Option<RowsFn> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => crate::simd::x86_avx2::rows_fn(ty),
+        _ => None,
+    }
+}
+
 /// The kernel of weight type `ty` on tier `isa`, or `None` if the type is unsupported or this
 /// CPU lacks the tier. Where the tier has no SIMD path for the type, the scalar functions are
 /// used but `isa` is still reported.
@@ -297,6 +331,7 @@ pub fn dot_kernel_for(ty: GgmlType, isa: Isa) -> Option<DotKernel> {
         isa,
         quantize: q_simd.unwrap_or(quantize),
         dot: d_simd.unwrap_or(dot),
+        rows: simd_rows(isa, ty),
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod dispatch;
+pub mod gemm;
 pub mod matmul;
 mod simd;
 pub mod types;

@@ -220,3 +220,42 @@ fn float_quantizers_match_scalar_on_special_values() {
         }
     }
 }
+
+/// The many-rows dot (attention keys: short f16 rows) equals one dot per row, on every tier,
+/// for row counts around the 4-row step and head sizes with and without an 8-element tail.
+#[test]
+fn dot_rows_match_single_dots() {
+    let mut rng = Rng::new(41);
+    for isa in available_isas() {
+        for ty in [GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_1] {
+            let k = dot_kernel_for(ty, isa).unwrap();
+            let lens: &[usize] = if ty == GgmlType::F16 {
+                &[8, 24, 64, 256, 13]
+            } else {
+                &[64, 256]
+            };
+            for &n in lens {
+                for rows in [1, 3, 4, 5, 9, 17] {
+                    let w: Vec<u8> = (0..rows)
+                        .flat_map(|_| weight_row(&mut rng, ty, n, ALL_SCALES[0]))
+                        .collect();
+                    let x = act_row(&mut rng, k.act, n, ALL_ACTS[0]);
+                    let mut a = vec![0u8; k.act_row_bytes(n)];
+                    k.quantize_act(&x, &mut a);
+                    let mut got = vec![f32::NAN; rows];
+                    k.dot_rows(n, &w, &a, &mut got);
+                    let rb = w.len() / rows;
+                    for (i, &g) in got.iter().enumerate() {
+                        let wr = &w[i * rb..(i + 1) * rb];
+                        let want = k.dot(n, wr, &a);
+                        let mag = dot_magnitude(ty, k.act, n, wr, &a);
+                        assert!(
+                            (g as f64 - want as f64).abs() <= REL_TOL * mag + 1e-37,
+                            "{ty} {isa} n={n} rows={rows} row {i}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

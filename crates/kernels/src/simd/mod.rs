@@ -15,3 +15,6 @@ pub(crate) mod x86_avx2;
 pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [u8]);
 /// Dot product of one weight row with one activation row holding the same number of blocks.
 pub(crate) type DotFn = unsafe fn(&[u8], &[u8]) -> f32;
+/// `out[i] = dot(weight row i of w, a)` for rows of `w.len() / out.len()` bytes: many short
+/// rows against one activation row without a call and a horizontal sum per row.
+pub(crate) type RowsFn = unsafe fn(&[u8], &[u8], &mut [f32]);

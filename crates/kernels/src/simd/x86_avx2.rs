@@ -14,10 +14,13 @@
 // not on the 1.85 MSRV, which needs the `unsafe` blocks this lint would flag.
 #![allow(unused_unsafe)]
 
+mod gemm;
 mod iq;
 mod k_quants;
 
-use super::{DotFn, QuantizeFn};
+pub(crate) use gemm::gemm_tile;
+
+use super::{DotFn, QuantizeFn, RowsFn};
 use crate::blocks::{f32_to_bf16, q8_0_scales};
 use crate::types::GgmlType;
 use half::f16;
@@ -33,6 +36,14 @@ pub(crate) fn quantize_fn(act: GgmlType) -> Option<QuantizeFn> {
         GgmlType::BF16 => quantize_row_bf16,
         _ => return None,
     })
+}
+
+/// The many-rows dot for weight type `ty`, if this file has one.
+pub(crate) fn rows_fn(ty: GgmlType) -> Option<RowsFn> {
+    match ty {
+        GgmlType::F16 => Some(dot_rows_f16),
+        _ => None,
+    }
 }
 
 /// The dot product for weight type `ty`, if this file has one.
@@ -489,87 +500,147 @@ float_dot!(vec_dot_bf16, 16, load_bf16x8, |b: &[u8]| f32::from_bits(
     (u16::from_le_bytes([b[0], b[1]]) as u32) << 16
 ));
 
+/// Four horizontal sums at once: `[Σa, Σb, Σc, Σd]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4_ps(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    unsafe {
+        let ab = _mm256_hadd_ps(a, b);
+        let cd = _mm256_hadd_ps(c, d);
+        let abcd = _mm256_hadd_ps(ab, cd);
+        _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        )
+    }
+}
+
+/// F16 rows (attention keys, `n` = head size) against one f16 row, four rows per pass so
+/// the activation is converted once per four rows and the sums are reduced together.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
+    let rb = w.len() / out.len();
+    if rb % 16 != 0 {
+        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
+            *o = unsafe { vec_dot_f16(wr, a) };
+        }
+        return;
+    }
+    unsafe {
+        let mut outs = out.chunks_exact_mut(4);
+        let mut ws = w.chunks_exact(4 * rb);
+        for (o, w4) in (&mut outs).zip(&mut ws) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..rb).step_by(16) {
+                let av = load_f16x8(arr(a, c));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(load_f16x8(arr(w4, i * rb + c)), av, *acc);
+                }
+            }
+            let sums = hsum4_ps(acc[0], acc[1], acc[2], acc[3]);
+            _mm_storeu_ps(
+                <&mut [f32; 4]>::try_from(o)
+                    .expect("4 outputs")
+                    .as_mut_ptr(),
+                sums,
+            );
+        }
+        for (o, wr) in outs
+            .into_remainder()
+            .iter_mut()
+            .zip(ws.remainder().chunks_exact(rb))
+        {
+            *o = vec_dot_f16(wr, a);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Dot products of 32-element blocks with Q8_0 / Q8_1 activations
 
+/// Lanes 0 and 1 of `cvt(x[0..4]) · cvt(y[0..4])`: both blocks open with f16 fields, so this
+/// is `[d_w·d_a, m_w·s_a]` for Q4_1/Q5_1 × Q8_1 and `d_w·d_a` in lane 0 for the others (lane
+/// 1 is then unused). One conversion for all four halves, no scalar round trip.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+unsafe fn block_scales(x: &[u8; 4], y: &[u8; 4]) -> __m128 {
     unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-            let d = _mm256_set1_ps(f16_mul(x, 0, y, 0));
-            let qx = _mm256_sub_epi8(nibbles32(arr(x, 2)), _mm256_set1_epi8(8));
-            let qy = load32(arr(y, 2));
-            acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
-        }
-        hsum_ps(acc)
+        let xv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*x)));
+        let yv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*y)));
+        _mm_mul_ps(xv, yv)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut summ = 0f32;
-        for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
-            summ += f16_mul(x, 2, y, 2);
-            let d = _mm256_set1_ps(f16_mul(x, 0, y, 0));
-            let qx = nibbles32(arr(x, 4));
-            let qy = load32(arr(y, 4));
-            acc = _mm256_fmadd_ps(d, dot_u8_i8(qx, qy), acc);
+/// A dot product over 32-element blocks (weight blocks of `$wb` bytes, activation blocks of
+/// `$ab`): `$prod` is the block's integer dot as eight f32 lanes, scaled by `d_w·d_a`; with
+/// `$mins`, `m_w·s_a` is added per block. Two blocks per step feed two accumulators, so the
+/// FMA latency chain is halved.
+macro_rules! legacy_dot {
+    ($name:ident, $wb:literal, $ab:literal, $mins:literal, |$x:ident, $y:ident| $prod:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], a: &[u8]) -> f32 {
+            #[inline(always)]
+            unsafe fn one($x: &[u8; $wb], $y: &[u8; $ab], acc: &mut __m256, mins: &mut __m128) {
+                unsafe {
+                    let s = block_scales(arr($x, 0), arr($y, 0));
+                    if $mins {
+                        *mins = _mm_add_ps(*mins, s);
+                    }
+                    *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), $prod, *acc);
+                }
+            }
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 2];
+                let mut mins = _mm_setzero_ps();
+                let mut xs = w.chunks_exact(2 * $wb);
+                let mut ys = a.chunks_exact(2 * $ab);
+                for (x2, y2) in (&mut xs).zip(&mut ys) {
+                    let [a0, a1] = &mut acc;
+                    one(arr(x2, 0), arr(y2, 0), a0, &mut mins);
+                    one(arr(x2, $wb), arr(y2, $ab), a1, &mut mins);
+                }
+                if let (Ok(x), Ok(y)) = (xs.remainder().try_into(), ys.remainder().try_into()) {
+                    one(x, y, &mut acc[0], &mut mins);
+                }
+                let dots = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+                if $mins {
+                    dots + _mm_cvtss_f32(_mm_movehdup_ps(mins))
+                } else {
+                    dots
+                }
+            }
         }
-        hsum_ps(acc) + summ
-    }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-            let d = _mm256_set1_ps(f16_mul(x, 0, y, 0));
-            let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 2)));
-            // q − 16 as i8: where the fifth bit is clear, `nibble | 0xF0` is nibble − 16;
-            // where it is set, the nibble itself is (nibble + 16) − 16.
-            let fill = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
-            let qx = _mm256_or_si256(nibbles32(arr(x, 6)), fill);
-            let qy = load32(arr(y, 2));
-            acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
-        }
-        hsum_ps(acc)
-    }
-}
+legacy_dot!(vec_dot_q4_0_q8_0, 18, 34, false, |x, y| {
+    let qx = _mm256_sub_epi8(nibbles32(arr(x, 2)), _mm256_set1_epi8(8));
+    dot_i8(qx, load32(arr(y, 2)))
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut summ = 0f32;
-        for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
-            summ += f16_mul(x, 2, y, 2);
-            let d = _mm256_set1_ps(f16_mul(x, 0, y, 0));
-            let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 4)));
-            let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
-            let qx = _mm256_or_si256(nibbles32(arr(x, 8)), fifth);
-            let qy = load32(arr(y, 4));
-            acc = _mm256_fmadd_ps(d, dot_u8_i8(qx, qy), acc);
-        }
-        hsum_ps(acc) + summ
-    }
-}
+legacy_dot!(vec_dot_q4_1_q8_1, 20, 36, true, |x, y| {
+    dot_u8_i8(nibbles32(arr(x, 4)), load32(arr(y, 4)))
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-            let d = _mm256_set1_ps(f16_mul(x, 0, y, 0));
-            let p = dot_i8(load32(arr(x, 2)), load32(arr(y, 2)));
-            acc = _mm256_fmadd_ps(d, p, acc);
-        }
-        hsum_ps(acc)
-    }
-}
+legacy_dot!(vec_dot_q5_0_q8_0, 22, 34, false, |x, y| {
+    let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 2)));
+    // q − 16 as i8: where the fifth bit is clear, `nibble | 0xF0` is nibble − 16;
+    // where it is set, the nibble itself is (nibble + 16) − 16.
+    let fill = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
+    let qx = _mm256_or_si256(nibbles32(arr(x, 6)), fill);
+    dot_i8(qx, load32(arr(y, 2)))
+});
+
+legacy_dot!(vec_dot_q5_1_q8_1, 24, 36, true, |x, y| {
+    let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 4)));
+    let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+    let qx = _mm256_or_si256(nibbles32(arr(x, 8)), fifth);
+    dot_u8_i8(qx, load32(arr(y, 4)))
+});
+
+legacy_dot!(vec_dot_q8_0_q8_0, 34, 34, false, |x, y| {
+    dot_i8(load32(arr(x, 2)), load32(arr(y, 2)))
+});
 
 // ---------------------------------------------------------------------------------------------
 // K-quant dot products with Q8_K activations (f32 d at 0, codes at 4, i16 sums at 260)
