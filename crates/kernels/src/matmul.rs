@@ -3,14 +3,11 @@
 //!
 //! Work is split by weight rows: each task owns a run of rows and computes their outputs for
 //! every activation row, so each weight row is read from memory once per call (decode, m = 1,
-//! is bound by that read). Activation rows are walked in tiles so that a tile stays in cache
-//! while the task's weight rows pass over it.
+//! is bound by that read). Prompt-sized products of the common types go to [`crate::gemm`]
+//! instead; this path serves decode, small batches and the remaining types.
 
 use crate::dispatch::DotKernel;
 use rayon::prelude::*;
-
-/// Activation rows per tile inside a task.
-const ACT_TILE: usize = 16;
 
 /// Weight rows per task: about four tasks per thread, within 16..=64 rows.
 fn rows_per_task(n_rows: usize) -> usize {
@@ -67,11 +64,7 @@ pub fn matmul(
         // Decode: the output row is contiguous, so tasks take slices of it.
         y.par_chunks_mut(chunk)
             .zip(w.par_chunks(chunk * w_row))
-            .for_each(|(ys, ws)| {
-                for (y, wr) in ys.iter_mut().zip(ws.chunks_exact(w_row)) {
-                    *y = k.dot_row(wr, a);
-                }
-            });
+            .for_each(|(ys, ws)| k.dot_rows(n_cols, ws, a, ys));
         return;
     }
 
@@ -87,13 +80,8 @@ pub fn matmul(
     outs.into_par_iter()
         .zip(w.par_chunks(chunk * w_row))
         .for_each(|(mut out, ws)| {
-            for t0 in (0..m).step_by(ACT_TILE) {
-                let t1 = (t0 + ACT_TILE).min(m);
-                for (r, wr) in ws.chunks_exact(w_row).enumerate() {
-                    for t in t0..t1 {
-                        out[t][r] = k.dot_row(wr, &a[t * a_row..(t + 1) * a_row]);
-                    }
-                }
+            for (t, out) in out.iter_mut().enumerate() {
+                k.dot_rows(n_cols, ws, &a[t * a_row..(t + 1) * a_row], out);
             }
         });
 }
@@ -162,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn matmul_equals_loop_of_dots() {
+    fn matmul_matches_loop_of_dots() {
         for isa in available_isas() {
             for (ty, n_cols) in [
                 (GgmlType::Q4_0, 64),
@@ -188,7 +176,12 @@ mod tests {
                         assert_eq!(one, &a[t * ar..(t + 1) * ar]);
                         for r in 0..n_rows {
                             let want = k.dot(n_cols, &w[r * wr..(r + 1) * wr], &one);
-                            assert_eq!(y[t * n_rows + r].to_bits(), want.to_bits(), "{ty} {isa}");
+                            // Many-rows kernels reduce their sums in another order.
+                            let got = y[t * n_rows + r];
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{ty} {isa}"
+                            );
                         }
                     }
                 }

@@ -42,6 +42,11 @@ pub(crate) fn quantize_fn(act: GgmlType) -> Option<QuantizeFn> {
 pub(crate) fn rows_fn(ty: GgmlType) -> Option<RowsFn> {
     match ty {
         GgmlType::F16 => Some(dot_rows_f16),
+        GgmlType::Q4_0 => Some(rows_q4_0_q8_0),
+        GgmlType::Q4_1 => Some(rows_q4_1_q8_1),
+        GgmlType::Q5_0 => Some(rows_q5_0_q8_0),
+        GgmlType::Q5_1 => Some(rows_q5_1_q8_1),
+        GgmlType::Q8_0 => Some(rows_q8_0_q8_0),
         _ => None,
     }
 }
@@ -527,30 +532,19 @@ unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
         return;
     }
     unsafe {
-        let mut outs = out.chunks_exact_mut(4);
-        let mut ws = w.chunks_exact(4 * rb);
-        for (o, w4) in (&mut outs).zip(&mut ws) {
+        // As the quantized rows kernels: a short last group repeats its last row.
+        for (o, w4) in out.chunks_mut(4).zip(w.chunks(4 * rb)) {
+            let base = |i: usize| i.min(o.len() - 1) * rb;
             let mut acc = [_mm256_setzero_ps(); 4];
             for c in (0..rb).step_by(16) {
                 let av = load_f16x8(arr(a, c));
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(load_f16x8(arr(w4, i * rb + c)), av, *acc);
+                    *acc = _mm256_fmadd_ps(load_f16x8(arr(w4, base(i) + c)), av, *acc);
                 }
             }
-            let sums = hsum4_ps(acc[0], acc[1], acc[2], acc[3]);
-            _mm_storeu_ps(
-                <&mut [f32; 4]>::try_from(o)
-                    .expect("4 outputs")
-                    .as_mut_ptr(),
-                sums,
-            );
-        }
-        for (o, wr) in outs
-            .into_remainder()
-            .iter_mut()
-            .zip(ws.remainder().chunks_exact(rb))
-        {
-            *o = vec_dot_f16(wr, a);
+            let mut sums = [0f32; 4];
+            _mm_storeu_ps(sums.as_mut_ptr(), hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
+            o.copy_from_slice(&sums[..o.len()]);
         }
     }
 }
@@ -558,51 +552,58 @@ unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
 // ---------------------------------------------------------------------------------------------
 // Dot products of 32-element blocks with Q8_0 / Q8_1 activations
 
-/// Lanes 0 and 1 of `cvt(x[0..4]) · cvt(y[0..4])`: both blocks open with f16 fields, so this
-/// is `[d_w·d_a, m_w·s_a]` for Q4_1/Q5_1 × Q8_1 and `d_w·d_a` in lane 0 for the others (lane
-/// 1 is then unused). One conversion for all four halves, no scalar round trip.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_scales(x: &[u8; 4], y: &[u8; 4]) -> __m128 {
-    unsafe {
-        let xv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*x)));
-        let yv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*y)));
-        _mm_mul_ps(xv, yv)
-    }
-}
-
-/// A dot product over 32-element blocks (weight blocks of `$wb` bytes, activation blocks of
-/// `$ab`): `$prod` is the block's integer dot as eight f32 lanes, scaled by `d_w·d_a`; with
-/// `$mins`, `m_w·s_a` is added per block. Two blocks per step feed two accumulators, so the
-/// FMA latency chain is halved.
+/// Dot products over 32-element blocks: weight blocks of `$wb` bytes whose codes `$codes`
+/// decodes (unsigned with `$signed = false`, else signed), activation blocks of `$ab` bytes
+/// with their codes at `$aq`. Each block adds `d_w·d_a·Σ q·qa` and, with `$mins`, `m_w·s_a`.
+///
+/// `$dot` takes one row, two blocks per step into two accumulators (halving the FMA latency
+/// chain); `$rows` takes four rows per pass, converting each activation block once for all.
 macro_rules! legacy_dot {
-    ($name:ident, $wb:literal, $ab:literal, $mins:literal, |$x:ident, $y:ident| $prod:expr) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(w: &[u8], a: &[u8]) -> f32 {
-            #[inline(always)]
-            unsafe fn one($x: &[u8; $wb], $y: &[u8; $ab], acc: &mut __m256, mins: &mut __m128) {
-                unsafe {
-                    let s = block_scales(arr($x, 0), arr($y, 0));
-                    if $mins {
-                        *mins = _mm_add_ps(*mins, s);
-                    }
-                    *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), $prod, *acc);
-                }
-            }
+    ($dot:ident, $rows:ident, $wb:literal, $ab:literal, $aq:literal, $mins:literal,
+     $signed:literal, |$x:ident| $codes:expr) => {
+        #[inline(always)]
+        unsafe fn codes_of($x: &[u8; $wb]) -> __m256i {
+            unsafe { $codes }
+        }
+
+        /// One block of one row into `acc` / `mins`, given the block's activation scales
+        /// (`cvt(y[0..4])`) and codes.
+        #[inline(always)]
+        unsafe fn block(
+            x: &[u8; $wb],
+            ys: __m128,
+            qy: __m256i,
+            acc: &mut __m256,
+            mins: &mut __m128,
+        ) {
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); 2];
-                let mut mins = _mm_setzero_ps();
-                let mut xs = w.chunks_exact(2 * $wb);
-                let mut ys = a.chunks_exact(2 * $ab);
-                for (x2, y2) in (&mut xs).zip(&mut ys) {
-                    let [a0, a1] = &mut acc;
-                    one(arr(x2, 0), arr(y2, 0), a0, &mut mins);
-                    one(arr(x2, $wb), arr(y2, $ab), a1, &mut mins);
+                let xs = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*arr(x, 0))));
+                let s = _mm_mul_ps(xs, ys);
+                if $mins {
+                    *mins = _mm_add_ps(*mins, s);
                 }
-                if let (Ok(x), Ok(y)) = (xs.remainder().try_into(), ys.remainder().try_into()) {
-                    one(x, y, &mut acc[0], &mut mins);
-                }
-                let dots = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+                let qx = codes_of(x);
+                let p = if $signed {
+                    dot_i8(qx, qy)
+                } else {
+                    dot_u8_i8(qx, qy)
+                };
+                *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, *acc);
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn act(y: &[u8; $ab]) -> (__m128, __m256i) {
+            unsafe {
+                let ys = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*arr(y, 0))));
+                (ys, load32(arr(y, $aq)))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn finish(acc: __m256, mins: __m128) -> f32 {
+            unsafe {
+                let dots = hsum_ps(acc);
                 if $mins {
                     dots + _mm_cvtss_f32(_mm_movehdup_ps(mins))
                 } else {
@@ -610,37 +611,113 @@ macro_rules! legacy_dot {
                 }
             }
         }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $dot(w: &[u8], a: &[u8]) -> f32 {
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 2];
+                let mut mins = _mm_setzero_ps();
+                let mut xs = w.chunks_exact(2 * $wb);
+                let mut ys = a.chunks_exact(2 * $ab);
+                for (x2, y2) in (&mut xs).zip(&mut ys) {
+                    let (s0, q0) = act(arr(y2, 0));
+                    let (s1, q1) = act(arr(y2, $ab));
+                    let [a0, a1] = &mut acc;
+                    block(arr(x2, 0), s0, q0, a0, &mut mins);
+                    block(arr(x2, $wb), s1, q1, a1, &mut mins);
+                }
+                if let (Ok(x), Ok(y)) = (xs.remainder().try_into(), ys.remainder().try_into()) {
+                    let (s, q) = act(y);
+                    block(x, s, q, &mut acc[0], &mut mins);
+                }
+                finish(_mm256_add_ps(acc[0], acc[1]), mins)
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $rows(w: &[u8], a: &[u8], out: &mut [f32]) {
+            let rb = w.len() / out.len();
+            unsafe {
+                // A last group of fewer than four rows repeats its last row, so every row takes
+                // the same path (and sums in the same order) however the caller splits rows.
+                for (o, w4) in out.chunks_mut(4).zip(w.chunks(4 * rb)) {
+                    let row = |i: usize| {
+                        let i = i.min(o.len() - 1);
+                        &w4[i * rb..(i + 1) * rb]
+                    };
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut mins = [_mm_setzero_ps(); 4];
+                    let blocks = row(0)
+                        .chunks_exact($wb)
+                        .zip(row(1).chunks_exact($wb))
+                        .zip(row(2).chunks_exact($wb))
+                        .zip(row(3).chunks_exact($wb))
+                        .zip(a.chunks_exact($ab));
+                    for ((((x0, x1), x2), x3), y) in blocks {
+                        let (s, q) = act(arr(y, 0));
+                        let [a0, a1, a2, a3] = &mut acc;
+                        let [m0, m1, m2, m3] = &mut mins;
+                        block(arr(x0, 0), s, q, a0, m0);
+                        block(arr(x1, 0), s, q, a1, m1);
+                        block(arr(x2, 0), s, q, a2, m2);
+                        block(arr(x3, 0), s, q, a3, m3);
+                    }
+                    let mut sums = [0f32; 4];
+                    _mm_storeu_ps(sums.as_mut_ptr(), hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = sums[i];
+                        if $mins {
+                            *o += _mm_cvtss_f32(_mm_movehdup_ps(mins[i]));
+                        }
+                    }
+                }
+            }
+        }
     };
 }
 
-legacy_dot!(vec_dot_q4_0_q8_0, 18, 34, false, |x, y| {
-    let qx = _mm256_sub_epi8(nibbles32(arr(x, 2)), _mm256_set1_epi8(8));
-    dot_i8(qx, load32(arr(y, 2)))
-});
+mod q4_0 {
+    use super::*;
+    legacy_dot!(dot, rows, 18, 34, 2, false, true, |x| {
+        _mm256_sub_epi8(nibbles32(arr(x, 2)), _mm256_set1_epi8(8))
+    });
+}
 
-legacy_dot!(vec_dot_q4_1_q8_1, 20, 36, true, |x, y| {
-    dot_u8_i8(nibbles32(arr(x, 4)), load32(arr(y, 4)))
-});
+mod q4_1 {
+    use super::*;
+    legacy_dot!(dot, rows, 20, 36, 4, true, false, |x| nibbles32(arr(x, 4)));
+}
 
-legacy_dot!(vec_dot_q5_0_q8_0, 22, 34, false, |x, y| {
-    let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 2)));
-    // q − 16 as i8: where the fifth bit is clear, `nibble | 0xF0` is nibble − 16;
-    // where it is set, the nibble itself is (nibble + 16) − 16.
-    let fill = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
-    let qx = _mm256_or_si256(nibbles32(arr(x, 6)), fill);
-    dot_i8(qx, load32(arr(y, 2)))
-});
+mod q5_0 {
+    use super::*;
+    legacy_dot!(dot, rows, 22, 34, 2, false, true, |x| {
+        let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 2)));
+        // q − 16 as i8: where the fifth bit is clear, `nibble | 0xF0` is nibble − 16;
+        // where it is set, the nibble itself is (nibble + 16) − 16.
+        let fill = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
+        _mm256_or_si256(nibbles32(arr(x, 6)), fill)
+    });
+}
 
-legacy_dot!(vec_dot_q5_1_q8_1, 24, 36, true, |x, y| {
-    let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 4)));
-    let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
-    let qx = _mm256_or_si256(nibbles32(arr(x, 8)), fifth);
-    dot_u8_i8(qx, load32(arr(y, 4)))
-});
+mod q5_1 {
+    use super::*;
+    legacy_dot!(dot, rows, 24, 36, 4, true, false, |x| {
+        let high = bits_to_bytes(u32::from_le_bytes(*arr(x, 4)));
+        let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+        _mm256_or_si256(nibbles32(arr(x, 8)), fifth)
+    });
+}
 
-legacy_dot!(vec_dot_q8_0_q8_0, 34, 34, false, |x, y| {
-    dot_i8(load32(arr(x, 2)), load32(arr(y, 2)))
-});
+mod q8_0 {
+    use super::*;
+    legacy_dot!(dot, rows, 34, 34, 2, false, true, |x| load32(arr(x, 2)));
+}
+
+use q4_0::{dot as vec_dot_q4_0_q8_0, rows as rows_q4_0_q8_0};
+use q4_1::{dot as vec_dot_q4_1_q8_1, rows as rows_q4_1_q8_1};
+use q5_0::{dot as vec_dot_q5_0_q8_0, rows as rows_q5_0_q8_0};
+use q5_1::{dot as vec_dot_q5_1_q8_1, rows as rows_q5_1_q8_1};
+use q8_0::{dot as vec_dot_q8_0_q8_0, rows as rows_q8_0_q8_0};
 
 // ---------------------------------------------------------------------------------------------
 // K-quant dot products with Q8_K activations (f32 d at 0, codes at 4, i16 sums at 260)
