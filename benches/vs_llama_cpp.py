@@ -4,8 +4,8 @@ Each repetition runs rllm then llama-bench (A/B, alternating, so drift hits both
 processing (ppP: a P-token prompt in one batch) and generation (tgN: N single-token decodes),
 and records each process's peak RSS. Prints medians and the ratio rllm / llama.cpp.
 
-    python benches/vs_llama_cpp.py -m MODEL.gguf --llama-bench PATH/llama-bench \\
-        -p 128 -n 128 -t 1,2 -r 3
+    python benches/vs_llama_cpp.py -m MODEL.gguf [-m MODEL2.gguf ...] \\
+        --llama-bench PATH/llama-bench [--llama-python PATH/python] -p 512 -n 128 -t 1,2 -r 3
 
 llama-bench comes from a llama.cpp build (e.g. the source vendored in llama-cpp-python's
 sdist); it is used for comparison only and is never a dependency of rllm.
@@ -26,10 +26,11 @@ from pathlib import Path
 RLLM_CHILD = r"""
 import json, sys, time
 import numpy as np
+import rllm
 from rllm import _rllm
 path, p, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()
-model = _rllm.Model(path)
+model = rllm.Model(path)._model   # the whole user-facing load, tokenizer included
 load_s = time.perf_counter() - start
 rng = np.random.default_rng(0)
 out = {"load_s": load_s}
@@ -84,19 +85,27 @@ def llama_once(bench: str, model: str, p: int, n: int, t: int) -> tuple[dict, fl
     return res, rss
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-m", "--model", required=True)
-    ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH", "llama-bench"))
-    ap.add_argument("-p", type=int, default=128, help="prompt tokens (pp test)")
-    ap.add_argument("-n", type=int, default=128, help="generated tokens (tg test)")
-    ap.add_argument("-t", default="1,2", help="thread counts, comma-separated")
-    ap.add_argument("-r", type=int, default=3, help="repetitions (A/B pairs)")
-    args = ap.parse_args()
-    model = str(Path(args.model).resolve())
-    print(f"model {Path(model).name}, pp{args.p} / tg{args.n}, {args.r} A/B repetitions")
-    print(f"{'threads':>7} {'test':>6} {'rllm t/s':>10} {'llama.cpp t/s':>14} {'ratio':>6}")
-    rss = {"rllm": [], "llama.cpp": []}
+LLAMA_LOAD_CHILD = r"""
+import sys, time
+from llama_cpp import Llama
+start = time.perf_counter()
+Llama(sys.argv[1], n_ctx=512, n_threads=1, verbose=False)
+print(time.perf_counter() - start)
+"""
+
+
+def llama_load_s(python: str, model: str) -> float:
+    """llama.cpp's load time through llama-cpp-python (llama-bench does not report it)."""
+    out, _ = run([python, "-c", LLAMA_LOAD_CHILD, model])
+    return float(out)
+
+
+def bench_model(args: argparse.Namespace, model: str) -> list[str]:
+    """Markdown table rows for one model."""
+    name = Path(model).name
+    rows = []
+    rss: dict[str, list[float]] = {"rllm": [], "llama.cpp": []}
+    loads: dict[str, list[float]] = {"rllm": [], "llama.cpp": []}
     for t in (int(x) for x in args.t.split(",")):
         ours: dict[str, list[float]] = {"pp": [], "tg": []}
         theirs: dict[str, list[float]] = {"pp": [], "tg": []}
@@ -108,13 +117,46 @@ def main() -> int:
                 theirs[test].append(b[test])
                 rss["rllm"].append(ra)
                 rss["llama.cpp"].append(rb)
+                loads["rllm"].append(a["load_s"])
         for test, size in (("pp", args.p), ("tg", args.n)):
             a, b = statistics.median(ours[test]), statistics.median(theirs[test])
-            print(f"{t:>7} {test + str(size):>6} {a:>10.1f} {b:>14.1f} {a / b:>6.2f}")
-    print(
-        f"peak RSS (max over runs): rllm {max(rss['rllm']):.0f} MiB, "
-        f"llama.cpp {max(rss['llama.cpp']):.0f} MiB"
+            row = f"| {name} | {t} | {test}{size} | {a:.1f} | {b:.1f} | {a / b:.2f} |"
+            print(row, flush=True)
+            rows.append(row)
+    if args.llama_python:
+        loads["llama.cpp"] = [llama_load_s(args.llama_python, model) for _ in range(args.r)]
+    la = statistics.median(loads["rllm"])
+    lb = statistics.median(loads["llama.cpp"]) if loads["llama.cpp"] else float("nan")
+    row = f"| {name} | | load (s) | {la:.3f} | {lb:.3f} | {la / lb:.2f} |"
+    print(row)
+    rows.append(row)
+    a, b = max(rss["rllm"]), max(rss["llama.cpp"])
+    row = f"| {name} | | peak RSS (MiB) | {a:.0f} | {b:.0f} | {a / b:.2f} |"
+    print(row, flush=True)
+    rows.append(row)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", action="append", required=True, help="repeatable")
+    ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH", "llama-bench"))
+    ap.add_argument(
+        "--llama-python",
+        default=os.environ.get("LLAMA_PYTHON"),
+        help="a Python with llama-cpp-python, to time llama.cpp's model load",
     )
+    ap.add_argument("-p", type=int, default=512, help="prompt tokens (pp test)")
+    ap.add_argument("-n", type=int, default=128, help="generated tokens (tg test)")
+    ap.add_argument("-t", default="1,2", help="thread counts, comma-separated")
+    ap.add_argument("-r", type=int, default=3, help="repetitions (A/B pairs)")
+    args = ap.parse_args()
+    print(f"pp{args.p} / tg{args.n}, {args.r} A/B repetitions, medians; ratio = rllm / llama.cpp")
+    print()
+    print("| model | threads | test | rllm | llama.cpp | ratio |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    for model in args.model:
+        bench_model(args, str(Path(model).resolve()))
     return 0
 
 

@@ -150,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn matmul_matches_loop_of_dots() {
+    fn matmul_equals_loop_of_dots() {
         for isa in available_isas() {
             for (ty, n_cols) in [
                 (GgmlType::Q4_0, 64),

@@ -505,23 +505,25 @@ float_dot!(vec_dot_bf16, 16, load_bf16x8, |b: &[u8]| f32::from_bits(
     (u16::from_le_bytes([b[0], b[1]]) as u32) << 16
 ));
 
-/// Four horizontal sums at once: `[Σa, Σb, Σc, Σd]`.
+/// Four horizontal sums at once, `[Σa, Σb, Σc, Σd]`, each added in [`hsum_ps`]'s order
+/// (which is ggml's `hsum_float_8`), so a many-rows kernel sums exactly as the one-row one.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum4_ps(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
     unsafe {
-        let ab = _mm256_hadd_ps(a, b);
-        let cd = _mm256_hadd_ps(c, d);
-        let abcd = _mm256_hadd_ps(ab, cd);
-        _mm_add_ps(
-            _mm256_castps256_ps128(abcd),
-            _mm256_extractf128_ps::<1>(abcd),
-        )
+        let half = |v: __m256| _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let (a, b, c, d) = (half(a), half(b), half(c), half(d));
+        // [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+        let ab = _mm_add_ps(_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b));
+        let cd = _mm_add_ps(_mm_unpacklo_ps(c, d), _mm_unpackhi_ps(c, d));
+        _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab))
     }
 }
 
-/// F16 rows (attention keys, `n` = head size) against one f16 row, four rows per pass so
-/// the activation is converted once per four rows and the sums are reduced together.
+/// F16 rows (attention keys, `n` = head size) against one f16 row, two rows per pass so each
+/// activation chunk is converted once for both. Per row the operations and their order are
+/// those of `vec_dot_f16` (four accumulators over 32-element steps, 8-element remainder into
+/// the first, same reduction); rows whose length is not a multiple of 8 go to it directly.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
     let rb = w.len() / out.len();
@@ -532,19 +534,41 @@ unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
         return;
     }
     unsafe {
-        // As the quantized rows kernels: a short last group repeats its last row.
-        for (o, w4) in out.chunks_mut(4).zip(w.chunks(4 * rb)) {
-            let base = |i: usize| i.min(o.len() - 1) * rb;
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for c in (0..rb).step_by(16) {
-                let av = load_f16x8(arr(a, c));
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(load_f16x8(arr(w4, base(i) + c)), av, *acc);
+        let mut outs = out.chunks_exact_mut(2);
+        let mut ws = w.chunks_exact(2 * rb);
+        for (o, w2) in (&mut outs).zip(&mut ws) {
+            let (w0, w1) = w2.split_at(rb);
+            let mut acc0 = [_mm256_setzero_ps(); 4];
+            let mut acc1 = [_mm256_setzero_ps(); 4];
+            let main = rb / 64 * 64;
+            for c in (0..main).step_by(64) {
+                for k in 0..4 {
+                    let av = load_f16x8(arr(a, c + 16 * k));
+                    acc0[k] = _mm256_fmadd_ps(load_f16x8(arr(w0, c + 16 * k)), av, acc0[k]);
+                    acc1[k] = _mm256_fmadd_ps(load_f16x8(arr(w1, c + 16 * k)), av, acc1[k]);
                 }
             }
-            let mut sums = [0f32; 4];
-            _mm_storeu_ps(sums.as_mut_ptr(), hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
-            o.copy_from_slice(&sums[..o.len()]);
+            for c in (main..rb).step_by(16) {
+                let av = load_f16x8(arr(a, c));
+                acc0[0] = _mm256_fmadd_ps(load_f16x8(arr(w0, c)), av, acc0[0]);
+                acc1[0] = _mm256_fmadd_ps(load_f16x8(arr(w1, c)), av, acc1[0]);
+            }
+            let reduce = |acc: [__m256; 4]| {
+                hsum_ps(_mm256_add_ps(
+                    _mm256_add_ps(acc[0], acc[1]),
+                    _mm256_add_ps(acc[2], acc[3]),
+                ))
+            };
+            // `vec_dot_f16` adds its (here empty) scalar tail as `+ 0.0`.
+            o[0] = reduce(acc0) + 0.0;
+            o[1] = reduce(acc1) + 0.0;
+        }
+        for (o, wr) in outs
+            .into_remainder()
+            .iter_mut()
+            .zip(ws.remainder().chunks_exact(rb))
+        {
+            *o = vec_dot_f16(wr, a);
         }
     }
 }
@@ -556,8 +580,8 @@ unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
 /// decodes (unsigned with `$signed = false`, else signed), activation blocks of `$ab` bytes
 /// with their codes at `$aq`. Each block adds `d_w·d_a·Σ q·qa` and, with `$mins`, `m_w·s_a`.
 ///
-/// `$dot` takes one row, two blocks per step into two accumulators (halving the FMA latency
-/// chain); `$rows` takes four rows per pass, converting each activation block once for all.
+/// `$dot` takes one row; `$rows` takes four rows per pass, converting each activation block
+/// once for all four (and giving four independent FMA chains).
 macro_rules! legacy_dot {
     ($dot:ident, $rows:ident, $wb:literal, $ab:literal, $aq:literal, $mins:literal,
      $signed:literal, |$x:ident| $codes:expr) => {
@@ -615,22 +639,15 @@ macro_rules! legacy_dot {
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn $dot(w: &[u8], a: &[u8]) -> f32 {
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); 2];
+                // One FMA chain in block order and ggml's reduction: the rows kernel and the
+                // GEMM repeat exactly these operations.
+                let mut acc = _mm256_setzero_ps();
                 let mut mins = _mm_setzero_ps();
-                let mut xs = w.chunks_exact(2 * $wb);
-                let mut ys = a.chunks_exact(2 * $ab);
-                for (x2, y2) in (&mut xs).zip(&mut ys) {
-                    let (s0, q0) = act(arr(y2, 0));
-                    let (s1, q1) = act(arr(y2, $ab));
-                    let [a0, a1] = &mut acc;
-                    block(arr(x2, 0), s0, q0, a0, &mut mins);
-                    block(arr(x2, $wb), s1, q1, a1, &mut mins);
+                for (x, y) in w.chunks_exact($wb).zip(a.chunks_exact($ab)) {
+                    let (s, q) = act(arr(y, 0));
+                    block(arr(x, 0), s, q, &mut acc, &mut mins);
                 }
-                if let (Ok(x), Ok(y)) = (xs.remainder().try_into(), ys.remainder().try_into()) {
-                    let (s, q) = act(y);
-                    block(x, s, q, &mut acc[0], &mut mins);
-                }
-                finish(_mm256_add_ps(acc[0], acc[1]), mins)
+                finish(acc, mins)
             }
         }
 
