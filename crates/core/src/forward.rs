@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use half::f16;
 use rayon::prelude::*;
-use rllm_kernels::gemm::{self, GemmActs};
+use rllm_kernels::gemm::{self, GemmActs, GemmInput};
 use rllm_kernels::{matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, Qkv};
@@ -104,7 +104,8 @@ impl ActCache {
     fn project(&mut self, map: &GgufFile, w: &Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         let x = &x[..m * w.cols];
         let out = &mut out[..m * w.rows];
-        if let Some(g) = w.gemm.filter(|_| m >= gemm::MIN_ROWS) {
+        let gemm = w.gemm.filter(|_| m >= gemm::MIN_ROWS);
+        if let Some(g) = gemm.filter(|g| g.input() == GemmInput::Blocks32) {
             if self.format != Some(ActFormat::Gemm) {
                 self.gemm.quantize(x, w.cols);
                 self.format = Some(ActFormat::Gemm);
@@ -117,7 +118,11 @@ impl ActCache {
             matmul::quantize_rows(k, x, w.cols, &mut self.bytes);
             self.format = Some(ActFormat::Dot(k.act));
         }
-        matmul::matmul(k, w.data(map), w.rows, w.cols, &self.bytes, m, out);
+        match gemm {
+            // K-quants: the GEMM reads the dot path's Q8_K rows.
+            Some(g) => g.matmul_q8k(w.data(map), w.rows, w.cols, &self.bytes, m, out),
+            None => matmul::matmul(k, w.data(map), w.rows, w.cols, &self.bytes, m, out),
+        }
     }
 }
 

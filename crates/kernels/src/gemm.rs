@@ -12,7 +12,10 @@
 //! prompts resumed from a cached prefix, agree bit for bit. Tiers without such a kernel (the
 //! scalar reference, NEON) and the other types use the dot path.
 
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QuantBlock};
+use crate::blocks::{
+    get_scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    QuantBlock,
+};
 use crate::dispatch::Isa;
 use crate::types::GgmlType;
 use rayon::prelude::*;
@@ -124,11 +127,30 @@ type UnpackFn = fn(row: &[u8], q: &mut [u8], scales: &mut [f32], mins: &mut [f32
 pub struct Gemm {
     pub weight: GgmlType,
     pub isa: Isa,
-    signed: bool,
-    /// Whether the type has a min term (Q4_1, Q5_1).
-    has_mins: bool,
-    unpack: UnpackFn,
-    tile: TileFn,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// 32-element blocks against [`GemmActs`].
+    Blocks32 {
+        signed: bool,
+        /// Whether the type has a min term (Q4_1, Q5_1).
+        has_mins: bool,
+        unpack: UnpackFn,
+        tile: TileFn,
+    },
+    /// K-quant super-blocks against the dot path's Q8_K activation rows.
+    SuperBlocks { kind: KQuant, tile: KTileFn },
+}
+
+/// Which activations a [`Gemm`] takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmInput {
+    /// [`GemmActs`], for [`Gemm::matmul`].
+    Blocks32,
+    /// The weight type's own dot-kernel activation rows (Q8_K), for [`Gemm::matmul_q8k`].
+    Q8K,
 }
 
 impl std::fmt::Debug for Gemm {
@@ -141,33 +163,169 @@ impl Gemm {
     /// The GEMM for `weight` on tier `isa`, where the tier's dot kernels have a GEMM twin.
     pub fn new(weight: GgmlType, isa: Isa) -> Option<Gemm> {
         use GgmlType as T;
-        let (signed, unpack): (bool, UnpackFn) = match weight {
-            T::Q4_0 => (true, unpack_row::<BlockQ4_0>),
-            T::Q4_1 => (false, unpack_row::<BlockQ4_1>),
-            T::Q5_0 => (true, unpack_row::<BlockQ5_0>),
-            T::Q5_1 => (false, unpack_row::<BlockQ5_1>),
-            T::Q8_0 => (true, unpack_row::<BlockQ8_0>),
-            _ => return None,
+        if !matches!(isa, Isa::Avx2 | Isa::Avx512) || !isa.is_available() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        let kind = match weight {
+            T::Q4_K => Kind::SuperBlocks {
+                kind: KQuant::Q4K,
+                tile: crate::simd::x86_avx2::gemm_tile_k,
+            },
+            T::Q6_K => Kind::SuperBlocks {
+                kind: KQuant::Q6K,
+                tile: crate::simd::x86_avx2::gemm_tile_k,
+            },
+            _ => {
+                let (signed, unpack): (bool, UnpackFn) = match weight {
+                    T::Q4_0 => (true, unpack_row::<BlockQ4_0>),
+                    T::Q4_1 => (false, unpack_row::<BlockQ4_1>),
+                    T::Q5_0 => (true, unpack_row::<BlockQ5_0>),
+                    T::Q5_1 => (false, unpack_row::<BlockQ5_1>),
+                    T::Q8_0 => (true, unpack_row::<BlockQ8_0>),
+                    _ => return None,
+                };
+                Kind::Blocks32 {
+                    signed,
+                    has_mins: !signed,
+                    unpack,
+                    tile: crate::simd::x86_avx2::gemm_tile,
+                }
+            }
         };
-        let tile: TileFn = match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 if isa.is_available() => crate::simd::x86_avx2::gemm_tile,
-            _ => return None,
-        };
-        Some(Gemm {
-            weight,
-            isa,
-            signed,
-            has_mins: !signed,
-            unpack,
-            tile,
-        })
+        #[cfg(not(target_arch = "x86_64"))]
+        let kind: Kind = return None;
+        Some(Gemm { weight, isa, kind })
+    }
+
+    /// The activations this GEMM takes.
+    pub fn input(&self) -> GemmInput {
+        match self.kind {
+            Kind::Blocks32 { .. } => GemmInput::Blocks32,
+            Kind::SuperBlocks { .. } => GemmInput::Q8K,
+        }
     }
 
     /// `y[t·n_rows + r] = Σ_c w[r, c]·a[t, c]` for every activation row `t` of `a` and weight
     /// row `r` of `w` (`n_rows` rows of `n_cols` values of the weight type), in parallel over
     /// weight rows on the current rayon pool. Panics if a length disagrees.
     pub fn matmul(&self, w: &[u8], n_rows: usize, n_cols: usize, a: &GemmActs, y: &mut [f32]) {
+        let Kind::Blocks32 {
+            signed,
+            has_mins,
+            unpack,
+            tile,
+        } = self.kind
+        else {
+            panic!("gemm {}: takes Q8_K activations", self.weight);
+        };
+        assert_eq!(a.n_cols, n_cols, "gemm: activation width");
+        let Some(w_row) = self.check(w, n_rows, n_cols, a.m, y) else {
+            return;
+        };
+        let nb = n_cols / 32;
+        let unpack_rows = |ws: &[u8]| {
+            let rows = ws.len() / w_row;
+            let mut u = Unpacked32 {
+                q: vec![0u8; rows * n_cols],
+                scales: vec![0f32; rows * nb],
+                mins: vec![0f32; rows * nb],
+            };
+            for (r, wr) in ws.chunks_exact(w_row).enumerate() {
+                unpack(
+                    wr,
+                    &mut u.q[r * n_cols..(r + 1) * n_cols],
+                    &mut u.scales[r * nb..(r + 1) * nb],
+                    &mut u.mins[r * nb..(r + 1) * nb],
+                );
+            }
+            u
+        };
+        let run_tile =
+            |u: &Unpacked32, rs: [usize; TILE_R], ts: [usize; TILE_T], out: &mut Tile| {
+                let ws = rs.map(|r| WeightRow {
+                    q: &u.q[r * n_cols..(r + 1) * n_cols],
+                    scales: &u.scales[r * nb..(r + 1) * nb],
+                    mins: &u.mins[r * nb..(r + 1) * nb],
+                });
+                let acts = ts.map(|t| a.row(t));
+                // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the kernel bounds its
+                // reads by the row slices, which all hold n_cols codes (n_cols/32 blocks).
+                unsafe { tile(signed, &ws, &acts, out) };
+                if has_mins {
+                    for (o, wr) in out.iter_mut().zip(&ws) {
+                        for (o, ar) in o.iter_mut().zip(&acts) {
+                            *o += min_term(wr.mins, ar.s);
+                        }
+                    }
+                }
+            };
+        tiled(w, w_row, a.m, y, unpack_rows, run_tile);
+    }
+
+    /// As [`Self::matmul`] for K-quant weights, with `a` holding `m` rows of the weight
+    /// type's dot-kernel activations (Q8_K blocks, from [`crate::matmul::quantize_rows`]).
+    pub fn matmul_q8k(
+        &self,
+        w: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        a: &[u8],
+        m: usize,
+        y: &mut [f32],
+    ) {
+        let Kind::SuperBlocks { kind, tile } = self.kind else {
+            panic!("gemm {}: takes 32-element block activations", self.weight);
+        };
+        let a_row = GgmlType::Q8_K
+            .row_bytes(n_cols)
+            .unwrap_or_else(|| panic!("gemm: {n_cols} columns are not whole Q8_K blocks"));
+        assert_eq!(
+            Some(a.len()),
+            m.checked_mul(a_row),
+            "gemm: activation bytes"
+        );
+        let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
+            return;
+        };
+        let nsb = n_cols / 256;
+        let unpack_rows = |ws: &[u8]| {
+            let rows = ws.len() / w_row;
+            let mut u = UnpackedK {
+                codes: vec![0u8; rows * n_cols],
+                scales: vec![0i16; rows * n_cols / 2],
+                aux: vec![0i16; rows * nsb * 16],
+                d: vec![0f32; rows * nsb],
+                dmin: vec![0f32; rows * nsb],
+            };
+            for (r, wr) in ws.chunks_exact(w_row).enumerate() {
+                let row = u.row_mut(r, n_cols);
+                match kind {
+                    KQuant::Q4K => unpack_q4k(wr, row),
+                    KQuant::Q6K => unpack_q6k(wr, row),
+                }
+            }
+            u
+        };
+        let run_tile = |u: &UnpackedK, rs: [usize; TILE_R], ts: [usize; TILE_T], out: &mut Tile| {
+            let ws = rs.map(|r| u.row(r, n_cols));
+            let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
+            // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
+            unsafe { tile(kind, &ws, &acts, out) };
+        };
+        tiled(w, w_row, m, y, unpack_rows, run_tile);
+    }
+
+    /// Shared shape checks: the weight row size, or `None` when there is nothing to compute
+    /// (after zeroing `y` for zero-width rows).
+    fn check(
+        &self,
+        w: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        m: usize,
+        y: &mut [f32],
+    ) -> Option<usize> {
         let w_row = self
             .weight
             .row_bytes(n_cols)
@@ -177,77 +335,168 @@ impl Gemm {
             n_rows.checked_mul(w_row),
             "gemm: weight bytes"
         );
-        assert_eq!(a.n_cols, n_cols, "gemm: activation width");
-        let m = a.m;
         assert_eq!(Some(y.len()), m.checked_mul(n_rows), "gemm: output length");
         if y.is_empty() {
-            return;
+            return None;
         }
         if n_cols == 0 {
             y.fill(0.0);
-            return;
+            return None;
         }
+        Some(w_row)
+    }
+}
 
-        // Task c owns weight rows [c·chunk, (c+1)·chunk): it unpacks them once and writes
-        // that column range of every output row.
-        let threads = rayon::current_num_threads().max(1);
-        let chunk = n_rows
-            .div_ceil(4 * threads)
-            .clamp(2 * TILE_R, 32)
-            .next_multiple_of(TILE_R);
-        let n_tasks = n_rows.div_ceil(chunk);
-        let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
-        for y_t in y.chunks_mut(n_rows) {
-            for (c, part) in y_t.chunks_mut(chunk).enumerate() {
-                outs[c].push(part);
-            }
+/// One tile's outputs, `[weight row][activation row]`.
+type Tile = [[f32; TILE_T]; TILE_R];
+
+/// Split the weight rows of `w` over tasks; each unpacks its rows once with `unpack`, then runs
+/// `tile` over its rows × all `m` activation rows and writes that column range of `y`. Tiles
+/// get row indices (local to the task's unpacked rows, and activation rows); partial tiles
+/// repeat their last index and those results are dropped.
+fn tiled<U>(
+    w: &[u8],
+    w_row: usize,
+    m: usize,
+    y: &mut [f32],
+    unpack: impl Fn(&[u8]) -> U + Sync,
+    tile: impl Fn(&U, [usize; TILE_R], [usize; TILE_T], &mut Tile) + Sync,
+) {
+    let n_rows = w.len() / w_row;
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n_rows
+        .div_ceil(4 * threads)
+        .clamp(2 * TILE_R, 32)
+        .next_multiple_of(TILE_R);
+    let n_tasks = n_rows.div_ceil(chunk);
+    let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
+    for y_t in y.chunks_mut(n_rows) {
+        for (c, part) in y_t.chunks_mut(chunk).enumerate() {
+            outs[c].push(part);
         }
-        let nb = n_cols / 32;
-        outs.into_par_iter()
-            .zip(w.par_chunks(chunk * w_row))
-            .for_each(|(mut out, ws)| {
-                let rows = ws.len() / w_row;
-                let mut q = vec![0u8; rows * n_cols];
-                let mut scales = vec![0f32; rows * nb];
-                let mut mins = vec![0f32; rows * nb];
-                for (r, wr) in ws.chunks_exact(w_row).enumerate() {
-                    (self.unpack)(
-                        wr,
-                        &mut q[r * n_cols..(r + 1) * n_cols],
-                        &mut scales[r * nb..(r + 1) * nb],
-                        &mut mins[r * nb..(r + 1) * nb],
-                    );
-                }
-                let wrow = |r: usize| WeightRow {
-                    q: &q[r * n_cols..(r + 1) * n_cols],
-                    scales: &scales[r * nb..(r + 1) * nb],
-                    mins: &mins[r * nb..(r + 1) * nb],
-                };
-                let mut tile = [[0f32; TILE_T]; TILE_R];
-                for t0 in (0..m).step_by(TILE_T) {
-                    let nt = TILE_T.min(m - t0);
-                    // Partial tiles repeat their last row; those results are dropped.
-                    let acts: [ActRow; TILE_T] = std::array::from_fn(|j| a.row(t0 + j.min(nt - 1)));
-                    for r0 in (0..rows).step_by(TILE_R) {
-                        let nr = TILE_R.min(rows - r0);
-                        let ws: [WeightRow; TILE_R] =
-                            std::array::from_fn(|i| wrow(r0 + i.min(nr - 1)));
-                        // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the
-                        // kernel bounds its reads by the row slices, which all hold n_cols
-                        // codes (n_cols/32 blocks).
-                        unsafe { (self.tile)(self.signed, &ws, &acts, &mut tile) };
-                        for (i, wr) in ws[..nr].iter().enumerate() {
-                            for (j, ar) in acts[..nt].iter().enumerate() {
-                                let mut v = tile[i][j];
-                                if self.has_mins {
-                                    v += min_term(wr.mins, ar.s);
-                                }
-                                out[t0 + j][r0 + i] = v;
-                            }
+    }
+    outs.into_par_iter()
+        .zip(w.par_chunks(chunk * w_row))
+        .for_each(|(mut out, ws)| {
+            let rows = ws.len() / w_row;
+            let u = unpack(ws);
+            let mut t = [[0f32; TILE_T]; TILE_R];
+            for t0 in (0..m).step_by(TILE_T) {
+                let nt = TILE_T.min(m - t0);
+                let ts = std::array::from_fn(|j| t0 + j.min(nt - 1));
+                for r0 in (0..rows).step_by(TILE_R) {
+                    let nr = TILE_R.min(rows - r0);
+                    tile(&u, std::array::from_fn(|i| r0 + i.min(nr - 1)), ts, &mut t);
+                    for (i, ti) in t[..nr].iter().enumerate() {
+                        for (j, &v) in ti[..nt].iter().enumerate() {
+                            out[t0 + j][r0 + i] = v;
                         }
                     }
                 }
-            });
+            }
+        });
+}
+
+/// Unpacked 32-element-block weight rows.
+struct Unpacked32 {
+    q: Vec<u8>,
+    scales: Vec<f32>,
+    mins: Vec<f32>,
+}
+
+/// The K-quant types with a GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KQuant {
+    Q4K,
+    Q6K,
+}
+
+/// The K-quant tile: [`TILE_R`] unpacked weight rows × [`TILE_T`] Q8_K activation rows.
+pub(crate) type KTileFn =
+    unsafe fn(kind: KQuant, w: &[KWeightRow<'_>; TILE_R], a: &[&[u8]; TILE_T], out: &mut Tile);
+
+/// Unpacked K-quant weight rows: per row, codes in element order (unsigned: Q4_K 0..=15,
+/// Q6_K 0..=63); per 32 codes the 16 i16 factors `madd` applies to their pair sums (the
+/// sub-block scale; for Q6_K the two 16-group scales, one per 128-bit lane); per super-block
+/// 16 i16 (Q4_K: each min twice, against the Q8_K group sums; Q6_K: the 16 scales, for the
+/// −32 offset) and the f32 `d` and `dmin`.
+struct UnpackedK {
+    codes: Vec<u8>,
+    scales: Vec<i16>,
+    aux: Vec<i16>,
+    d: Vec<f32>,
+    dmin: Vec<f32>,
+}
+
+/// One unpacked K-quant weight row.
+#[derive(Clone, Copy)]
+pub(crate) struct KWeightRow<'a> {
+    pub codes: &'a [u8],
+    pub scales: &'a [i16],
+    pub aux: &'a [i16],
+    pub d: &'a [f32],
+    pub dmin: &'a [f32],
+}
+
+struct KWeightRowMut<'a> {
+    codes: &'a mut [u8],
+    scales: &'a mut [i16],
+    aux: &'a mut [i16],
+    d: &'a mut [f32],
+    dmin: &'a mut [f32],
+}
+
+impl UnpackedK {
+    fn row(&self, r: usize, n_cols: usize) -> KWeightRow<'_> {
+        let nsb = n_cols / 256;
+        KWeightRow {
+            codes: &self.codes[r * n_cols..(r + 1) * n_cols],
+            scales: &self.scales[r * n_cols / 2..(r + 1) * n_cols / 2],
+            aux: &self.aux[r * nsb * 16..(r + 1) * nsb * 16],
+            d: &self.d[r * nsb..(r + 1) * nsb],
+            dmin: &self.dmin[r * nsb..(r + 1) * nsb],
+        }
+    }
+
+    fn row_mut(&mut self, r: usize, n_cols: usize) -> KWeightRowMut<'_> {
+        let nsb = n_cols / 256;
+        KWeightRowMut {
+            codes: &mut self.codes[r * n_cols..(r + 1) * n_cols],
+            scales: &mut self.scales[r * n_cols / 2..(r + 1) * n_cols / 2],
+            aux: &mut self.aux[r * nsb * 16..(r + 1) * nsb * 16],
+            d: &mut self.d[r * nsb..(r + 1) * nsb],
+            dmin: &mut self.dmin[r * nsb..(r + 1) * nsb],
+        }
+    }
+}
+
+fn unpack_q4k(row: &[u8], u: KWeightRowMut<'_>) {
+    for (i, b) in row.chunks_exact(BlockQ4K::BYTES).enumerate() {
+        let x = BlockQ4K::read(b);
+        u.codes[256 * i..256 * (i + 1)].copy_from_slice(&x.codes());
+        u.d[i] = x.d.to_f32();
+        u.dmin[i] = x.dmin.to_f32();
+        for j in 0..8 {
+            let (sc, mn) = get_scale_min_k4(j, &x.scales);
+            u.scales[128 * i + 16 * j..128 * i + 16 * (j + 1)].fill(sc as i16);
+            u.aux[16 * i + 2 * j..16 * i + 2 * j + 2].fill(mn as i16);
+        }
+    }
+}
+
+fn unpack_q6k(row: &[u8], u: KWeightRowMut<'_>) {
+    for (i, b) in row.chunks_exact(BlockQ6K::BYTES).enumerate() {
+        let x = BlockQ6K::read(b);
+        for (o, v) in u.codes[256 * i..256 * (i + 1)].iter_mut().zip(x.values()) {
+            *o = (v as i32 + 32) as u8;
+        }
+        u.d[i] = x.d.to_f32();
+        for (g, &sc) in x.scales.iter().enumerate() {
+            u.aux[16 * i + g] = sc as i16;
+            // Group g is the low (even g) or high (odd g) 128-bit lane of chunk g/2.
+            let at = 128 * i + 16 * (g / 2) + 8 * (g % 2);
+            u.scales[at..at + 8].fill(sc as i16);
+        }
     }
 }
 
@@ -360,10 +609,13 @@ mod tests {
             let Some(g) = Gemm::new(ty, crate::active_isa()) else {
                 return; // no GEMM tier on this CPU
             };
+            let Kind::Blocks32 { signed, unpack, .. } = g.kind else {
+                unreachable!("{ty} is a 32-element block type")
+            };
             let (mut q, mut sc, mut mn) = (vec![0u8; n], vec![0f32; n / 32], vec![0f32; n / 32]);
-            (g.unpack)(&bytes, &mut q, &mut sc, &mut mn);
+            unpack(&bytes, &mut q, &mut sc, &mut mn);
             for i in 0..n {
-                let qv = if g.signed {
+                let qv = if signed {
                     q[i] as i8 as f32
                 } else {
                     q[i] as f32
@@ -420,6 +672,43 @@ mod tests {
                         assert!(
                             (g - r).abs() <= 1e-4 * (1.0 + r.abs()),
                             "{ty} {isa}: {g} vs scalar {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The K-quant GEMM gives bit for bit what the dot path gives on the same Q8_K rows.
+    #[test]
+    fn k_gemm_equals_dot_path_bit_for_bit() {
+        let mut seed = 3;
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            for (n_rows, n_cols, m) in [(1, 256, 1), (3, 512, 5), (8, 256, 4), (7, 1536, 9)] {
+                let rb = ty.row_bytes(n_cols).unwrap();
+                let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
+                let x: Vec<f32> = (0..m * n_cols).map(|_| 3.0 * lcg(&mut seed)).collect();
+                let mut bytes = vec![0u8; n_rows * rb];
+                for (wr, br) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
+                    quantize_row(ty, wr, br, None);
+                }
+                for isa in available_isas() {
+                    let Some(g) = Gemm::new(ty, isa) else {
+                        continue;
+                    };
+                    assert_eq!(g.input(), GemmInput::Q8K);
+                    let k = dot_kernel_for(ty, isa).unwrap();
+                    let mut a = Vec::new();
+                    crate::matmul::quantize_rows(&k, &x, n_cols, &mut a);
+                    let mut dots = vec![0f32; m * n_rows];
+                    crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
+                    let mut got = vec![0f32; m * n_rows];
+                    g.matmul_q8k(&bytes, n_rows, n_cols, &a, m, &mut got);
+                    for (i, (g, d)) in got.iter().zip(&dots).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            d.to_bits(),
+                            "{ty} {isa} {n_rows}x{n_cols} m={m} [{i}]: {g} vs {d}"
                         );
                     }
                 }

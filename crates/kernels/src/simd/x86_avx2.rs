@@ -18,7 +18,7 @@ mod gemm;
 mod iq;
 mod k_quants;
 
-pub(crate) use gemm::gemm_tile;
+pub(crate) use gemm::{gemm_tile, gemm_tile_k};
 
 use super::{DotFn, QuantizeFn, RowsFn};
 use crate::blocks::{f32_to_bf16, q8_0_scales};

@@ -2,7 +2,7 @@
 //! activation rows, so each 32-code weight load serves 4 products and each activation load 2.
 
 use super::*;
-use crate::gemm::{ActRow, WeightRow, TILE_R, TILE_T};
+use crate::gemm::{ActRow, KQuant, KWeightRow, WeightRow, TILE_R, TILE_T};
 
 /// 32 codes at `off` (bounds-checked).
 #[inline(always)]
@@ -62,6 +62,85 @@ unsafe fn tile<const SIGNED: bool>(
         for r in 0..TILE_R {
             let [a0, a1, a2, a3] = acc[r];
             _mm_storeu_ps(out[r].as_mut_ptr(), hsum4_ps(a0, a1, a2, a3));
+        }
+    }
+}
+
+/// See [`crate::gemm::KTileFn`]: per output, the integer lane sums and float steps of
+/// `vec_dot_q4k_q8k` / `vec_dot_q6k_q8k` (Q8_K rows: f32 d at 0, codes at 4, i16 group sums
+/// at 260; 292 bytes per super-block).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_tile_k(
+    kind: KQuant,
+    w: &[KWeightRow<'_>; TILE_R],
+    a: &[&[u8]; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
+    unsafe {
+        match kind {
+            KQuant::Q4K => tile_k::<true>(w, a, out),
+            KQuant::Q6K => tile_k::<false>(w, a, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_k<const Q4K: bool>(
+    w: &[KWeightRow<'_>; TILE_R],
+    a: &[&[u8]; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); TILE_T]; TILE_R];
+        let mut acc_m = [[_mm256_setzero_ps(); TILE_T]; TILE_R];
+        for sb in 0..w[0].d.len() {
+            let mut sumi = [[_mm256_setzero_si256(); TILE_T]; TILE_R];
+            for k in 0..8 {
+                let c = 256 * sb + 32 * k;
+                let wq: [__m256i; TILE_R] = std::array::from_fn(|r| codes32(w[r].codes, c));
+                let ws: [__m256i; TILE_R] = std::array::from_fn(|r| {
+                    _mm256_loadu_si256(w[r].scales[c / 2..c / 2 + 16].as_ptr().cast())
+                });
+                for t in 0..TILE_T {
+                    let qa = load32(arr(a[t], 292 * sb + 4 + 32 * k));
+                    for r in 0..TILE_R {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], qa), ws[r]);
+                        sumi[r][t] = _mm256_add_epi32(sumi[r][t], p);
+                    }
+                }
+            }
+            for r in 0..TILE_R {
+                let aux = _mm256_loadu_si256(w[r].aux[16 * sb..16 * sb + 16].as_ptr().cast());
+                for t in 0..TILE_T {
+                    let y = &a[t][292 * sb..292 * (sb + 1)];
+                    let yd = f32_at(y, 0);
+                    let bsums = load32(arr(y, 260));
+                    if Q4K {
+                        let d = _mm256_set1_ps(w[r].d[sb] * yd);
+                        let dmin = _mm256_set1_ps(w[r].dmin[sb] * yd);
+                        let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, aux));
+                        acc_m[r][t] = _mm256_fmadd_ps(dmin, m, acc_m[r][t]);
+                        acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[r][t]), acc[r][t]);
+                    } else {
+                        let d = _mm256_set1_ps(w[r].d[sb] * yd);
+                        let offset = _mm256_madd_epi16(aux, bsums);
+                        let s = _mm256_sub_epi32(sumi[r][t], _mm256_slli_epi32::<5>(offset));
+                        acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r][t]);
+                    }
+                }
+            }
+        }
+        for r in 0..TILE_R {
+            for t in 0..TILE_T {
+                out[r][t] = if Q4K {
+                    hsum_ps(acc[r][t]) - hsum_ps(acc_m[r][t])
+                } else {
+                    hsum_ps(acc[r][t])
+                };
+            }
         }
     }
 }
