@@ -6,8 +6,8 @@
 //! decode (m = 1) wants and a prompt does not.
 //!
 //! Each product is computed with exactly the operations, in the same order, of the tier's
-//! many-rows dot kernel (same codes, same `d_w·d_a` products, one FMA chain per output, the
-//! same final reduction, the min term summed block by block), so a token's logits do not
+//! dot kernel (same codes, same `d_w·d_a` products, one FMA chain per output, the same final
+//! reduction, the min term summed block by block; for K-quants the same integer lane sums), so a token's logits do not
 //! depend on how many rows share its batch: batched and single-sequence generation, and
 //! prompts resumed from a cached prefix, agree bit for bit. Tiers without such a kernel (the
 //! scalar reference, NEON) and the other types use the dot path.

@@ -33,8 +33,8 @@ pub(crate) unsafe fn gemm_tile(
     }
 }
 
-/// Per output, the operations of the many-rows dot kernels (`legacy_dot!`) in their order:
-/// one FMA chain of `(d_w·d_a)·Σ q·qa` over the blocks, reduced by `hsum4_ps`.
+/// Per output, the operations of the dot kernels (`legacy_dot!`) in their order:
+/// one FMA chain of `(d_w·d_a)·Σ q·qa` over the blocks, reduced as `hsum_ps` (four at once).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<const SIGNED: bool>(
     w: &[WeightRow<'_>; TILE_R],
