@@ -222,12 +222,30 @@ pub fn forward(
 }
 
 /// RMSNorm of `m` rows of `src` into `dst`.
+/// Rows from which row-wise steps (norms, RoPE, activations) are spread over the threads;
+/// below it (decode, small batches) they stay on the calling thread, where a fork-join would
+/// cost more than the work.
+const PAR_ROWS: usize = 16;
+
+/// `f(t, row)` for each of the `m` rows of `len` values in `x`, in parallel for prompts.
+fn for_rows(x: &mut [f32], len: usize, m: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let x = &mut x[..m * len];
+    if m >= PAR_ROWS {
+        x.par_chunks_mut(len)
+            .with_min_len(4)
+            .enumerate()
+            .for_each(|(t, row)| f(t, row));
+    } else {
+        x.chunks_mut(len).enumerate().for_each(|(t, row)| f(t, row));
+    }
+}
+
 fn norm_rows(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32, m: usize) {
     let e = weight.len();
-    dst[..m * e].copy_from_slice(&src[..m * e]);
-    for row in dst[..m * e].chunks_exact_mut(e) {
+    for_rows(dst, e, m, |t, row| {
+        row.copy_from_slice(&src[t * e..(t + 1) * e]);
         ops::rms_norm(row, weight, eps);
-    }
+    });
 }
 
 fn add_bias(rows: &mut [f32], bias: &[f32]) {
@@ -284,10 +302,9 @@ fn attention_block(
             }
         }
     }
-    for (t, &(_, pos)) in s.rows.iter().enumerate() {
-        rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, pos);
-        rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos);
-    }
+    let rows = &s.rows;
+    for_rows(&mut s.q, qd, m, |t, q| rope.apply(q, hd, rows[t].1));
+    for_rows(&mut s.k, kvd, m, |t, k| rope.apply(k, hd, rows[t].1));
     let mut start = 0;
     for seq in seqs.iter_mut() {
         let n = seq.tokens.len();
@@ -306,31 +323,58 @@ fn attention_block(
     let scale = hp.attn_scale;
     let window = if hp.swa_layers[l] { hp.n_swa } else { None };
     let q = &s.q;
-    s.att_heads[..hp.n_head * m * hd]
-        .par_chunks_mut(m * hd)
-        .zip(s.scores.par_chunks_mut(n_ctx))
-        .zip(s.head_bytes.par_chunks_mut(2 * (hd + n_ctx)))
-        .enumerate()
-        .for_each(|(h, ((out, scores), bytes))| {
-            let g = h / group;
-            let (q16, p16) = bytes.split_at_mut(2 * hd);
-            for (t, &(seq, pos)) in rows.iter().enumerate() {
-                let cache = seqs[seq].kv.layer(l);
-                // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
-                let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let n = pos + 1 - first;
-                f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
-                let sc = &mut scores[..n];
-                f16_dot.dot_rows(hd, cache.keys(g, first..=pos), q16, sc);
-                sc.iter_mut().for_each(|v| *v *= scale);
-                ops::softmax(sc);
-                let p16 = &mut p16[..2 * n];
-                f16_dot.quantize_act(sc, p16);
-                for (d, o) in out[t * hd..(t + 1) * hd].iter_mut().enumerate() {
-                    *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=pos), p16);
-                }
+    // Head h, query rows t0.. (as many as `out` holds): scores, softmax, weighted values.
+    let attend = |h: usize, t0: usize, out: &mut [f32], scores: &mut [f32], bytes: &mut [u8]| {
+        let g = h / group;
+        let (q16, p16) = bytes.split_at_mut(2 * hd);
+        for (out, (t, &(seq, pos))) in out
+            .chunks_exact_mut(hd)
+            .zip(rows.iter().enumerate().skip(t0))
+        {
+            let cache = seqs[seq].kv.layer(l);
+            // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let n = pos + 1 - first;
+            f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
+            let sc = &mut scores[..n];
+            f16_dot.dot_rows(hd, cache.keys(g, first..=pos), q16, sc);
+            sc.iter_mut().for_each(|v| *v *= scale);
+            ops::softmax(sc);
+            let p16 = &mut p16[..2 * n];
+            f16_dot.quantize_act(sc, p16);
+            for (d, o) in out.iter_mut().enumerate() {
+                *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=pos), p16);
             }
+        }
+    };
+    let heads = &mut s.att_heads[..hp.n_head * m * hd];
+    if m < PAR_ROWS {
+        // Decode: one task per head, on the context's scratch (no allocation per token).
+        heads
+            .par_chunks_mut(m * hd)
+            .zip(s.scores.par_chunks_mut(n_ctx))
+            .zip(s.head_bytes.par_chunks_mut(2 * (hd + n_ctx)))
+            .enumerate()
+            .for_each(|(h, ((out, scores), bytes))| attend(h, 0, out, scores, bytes));
+    } else {
+        // Prompt: tasks of (head, 32 query rows), so that the threads stay balanced even with
+        // few heads and causal rows of growing length.
+        const QUERIES: usize = 32;
+        let tasks: Vec<(usize, usize, &mut [f32])> = heads
+            .chunks_mut(m * hd)
+            .enumerate()
+            .flat_map(|(h, head)| {
+                head.chunks_mut(QUERIES * hd)
+                    .enumerate()
+                    .map(move |(c, out)| (h, c * QUERIES, out))
+            })
+            .collect();
+        tasks.into_par_iter().for_each(|(h, t0, out)| {
+            let mut scores = vec![0f32; n_ctx];
+            let mut bytes = vec![0u8; 2 * (hd + n_ctx)];
+            attend(h, t0, out, &mut scores, &mut bytes);
         });
+    }
     for h in 0..hp.n_head {
         for t in 0..m {
             s.att[t * qd + h * hd..t * qd + (h + 1) * hd]
@@ -343,12 +387,14 @@ fn attention_block(
     if let Some(b) = &layer.wo_bias {
         add_bias(&mut s.proj[..m * e], b);
     }
+    let proj = &mut s.proj;
     if let Some(w) = &layer.post_attn_norm {
-        for row in s.proj[..m * e].chunks_exact_mut(e) {
-            ops::rms_norm(row, w, hp.rms_eps);
-        }
+        for_rows(proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
     }
-    ops::add_assign(&mut s.x[..m * e], &s.proj[..m * e]);
+    let proj = &s.proj;
+    for_rows(&mut s.x, e, m, |t, x| {
+        ops::add_assign(x, &proj[t * e..(t + 1) * e])
+    });
 }
 
 fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: usize) {
@@ -370,19 +416,24 @@ fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: us
             }
         }
     }
-    let (gate, up) = (&mut s.gate[..m * f], &s.up[..m * f]);
-    match hp.activation {
-        Activation::Silu => ops::swiglu(gate, up),
-        Activation::GeluTanh => geglu(gate, up),
-    }
+    let up = &s.up;
+    for_rows(&mut s.gate, f, m, |t, gate| {
+        let up = &up[t * f..(t + 1) * f];
+        match hp.activation {
+            Activation::Silu => ops::swiglu(gate, up),
+            Activation::GeluTanh => geglu(gate, up),
+        }
+    });
     s.act.invalidate();
     s.act.project(map, &layer.ffn_down, &s.gate, m, &mut s.proj);
+    let proj = &mut s.proj;
     if let Some(w) = &layer.post_ffn_norm {
-        for row in s.proj[..m * e].chunks_exact_mut(e) {
-            ops::rms_norm(row, w, hp.rms_eps);
-        }
+        for_rows(proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
     }
-    ops::add_assign(&mut s.x[..m * e], &s.proj[..m * e]);
+    let proj = &s.proj;
+    for_rows(&mut s.x, e, m, |t, x| {
+        ops::add_assign(x, &proj[t * e..(t + 1) * e])
+    });
 }
 
 /// GELU-tanh(gate) · up, written into `gate`. Like ggml, GELU is read from a table indexed by
