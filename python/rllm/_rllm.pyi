@@ -13,6 +13,7 @@ __all__ = [
     "Model",
     "GGUFFile",
     "memory_bandwidth",
+    "spm_merges",
     "Context",
     "BatchEngine",
     "TokenStream",
@@ -90,6 +91,10 @@ class Model:
         """The GGUF metadata as a dict (arrays become lists)."""
     def tensors(self) -> list[_TensorRow]:
         """``(name, type, shape, n_bytes, offset)`` of every tensor, in file order."""
+
+def spm_merges(texts: list[str]) -> list[tuple[str, str]]:
+    """Every split ``(left, right)`` of each text into two texts of ``texts``, in the order of
+    ``texts`` and then of the split point (the BPE merges that reproduce SentencePiece)."""
 
 def memory_bandwidth(n_threads: int, mib: int = 512, reps: int = 3) -> float:
     """Read-only memory bandwidth in GB/s with ``n_threads`` threads (best of ``reps`` passes

@@ -11,6 +11,7 @@ mod kernels;
 mod model;
 mod quantize;
 mod sampler;
+mod tokenizer;
 
 #[pymodule]
 fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -18,6 +19,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<model::GgufFile>()?;
     m.add_function(wrap_pyfunction!(model::memory_bandwidth, m)?)?;
+    m.add_function(wrap_pyfunction!(tokenizer::spm_merges, m)?)?;
     m.add_class::<context::Context>()?;
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
