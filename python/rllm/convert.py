@@ -52,7 +52,7 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 
 # --- safetensors -------------------------------------------------------------------------------
 
-_ST_DTYPES = {
+_ST_DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),  # raw bits: widened to f32 on use
@@ -449,10 +449,21 @@ class _Converter:
             yield "rope_factors_long.weight", np.array(rp["long_factor"], dtype=np.float32)
             yield "rope_factors_short.weight", np.array(rp["short_factor"], dtype=np.float32)
 
+    def _loader(self, t: _Tensor, new: str) -> Callable[[], np.ndarray]:
+        """When called: tensor ``t`` as f16 or f32, with the architecture's changes applied."""
+
+        def load() -> np.ndarray:
+            data = t.load()
+            if data.dtype not in (np.float16, np.float32):
+                data = data.astype(np.float32)
+            return self._modify(t, new, data)
+
+        return load
+
     def add_tensors(self) -> None:
         items: list[tuple[str, Callable[[], np.ndarray], tuple[int, ...]]] = []
         for name, arr in self._extra_tensors():
-            items.append((name, lambda a=arr: a, arr.shape))
+            items.append((name, _constant(arr), arr.shape))
         for t in self.tensors:
             new = self._map_name(t.name)
             if new is None:
@@ -461,13 +472,7 @@ class _Converter:
             if self.arch == "gemma3" and "embed_tokens.weight" in t.name:
                 shape = (self._gemma_vocab_real(), *shape[1:])
 
-            def load(t: _Tensor = t, new: str = new) -> np.ndarray:
-                data = t.load()
-                if data.dtype not in (np.float16, np.float32):
-                    data = data.astype(np.float32)
-                return self._modify(t, new, data)
-
-            items.append((new, load, shape))
+            items.append((new, self._loader(t, new), shape))
         for new, load, shape in items:
             n_dims = len(shape)
             qtype = self._qtype(new, n_dims, shape[-1] if shape else 1)
@@ -883,3 +888,7 @@ def convert(
         "n_params": w.n_params,
         "outtype": c.outtype,
     }
+
+
+def _constant(a: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: a

@@ -97,7 +97,8 @@ def main(args: argparse.Namespace) -> int:
         if r.skipped:
             print(f"| {r.model} | | | {r.threads} | {r.test} | skipped: {r.skipped} | |")
             continue
-        frac = f"{100 * r.roofline_fraction:.0f}% of {r.roofline_tps:.0f}" if r.roofline_tps else ""
+        fraction = r.roofline_fraction
+        frac = f"{100 * fraction:.0f}% of {r.roofline_tps:.0f}" if fraction is not None else ""
         print(
             f"| {r.model} | {r.size_bytes / 2**20:.2f} MiB | {r.n_params / 1e6:.2f} M "
             f"| {r.threads} | {r.test} | {r.tps:.2f} ± {r.tps_sd:.2f} | {frac} |"
