@@ -5,8 +5,9 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use rllm_core::{ContextParams, Work};
+use rllm_core::Work;
 
+use crate::context::{context_params, positive};
 use crate::errors::catch;
 use crate::model::Model;
 
@@ -15,16 +16,6 @@ use crate::model::Model;
 #[pyclass(module = "rllm._rllm")]
 pub struct BatchEngine {
     inner: rllm_core::BatchEngine,
-}
-
-fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
-    match v {
-        Some(n) if n <= 0 => Err(PyValueError::new_err(format!(
-            "{name} must be positive, got {n}"
-        ))),
-        Some(n) => Ok(Some(n as usize)),
-        None => Ok(None),
-    }
 }
 
 #[pymethods]
@@ -43,13 +34,7 @@ impl BatchEngine {
         rope_freq_scale: Option<f32>,
     ) -> PyResult<Self> {
         let n_slots = positive("n_slots", Some(n_slots))?.unwrap_or(1);
-        let params = ContextParams {
-            n_ctx: positive("n_ctx", n_ctx)?,
-            n_threads: positive("n_threads", n_threads)?,
-            n_batch: positive("n_batch", n_batch)?,
-            rope_freq_base,
-            rope_freq_scale,
-        };
+        let params = context_params(n_ctx, n_threads, n_batch, rope_freq_base, rope_freq_scale)?;
         let model = model.inner.clone();
         let inner = py.detach(|| catch(|| rllm_core::BatchEngine::new(model, n_slots, &params)))?;
         Ok(BatchEngine { inner })

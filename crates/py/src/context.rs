@@ -18,7 +18,8 @@ pub struct Context {
     inner: rllm_core::Context,
 }
 
-fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
+/// `v` as a count, refusing zero and negatives with a `ValueError` naming `name`.
+pub(crate) fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
     match v {
         Some(n) if n <= 0 => Err(PyValueError::new_err(format!(
             "{name} must be positive, got {n}"
@@ -26,6 +27,23 @@ fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
         Some(n) => Ok(Some(n as usize)),
         None => Ok(None),
     }
+}
+
+/// The Python constructors' shared context arguments, checked.
+pub(crate) fn context_params(
+    n_ctx: Option<i64>,
+    n_threads: Option<i64>,
+    n_batch: Option<i64>,
+    rope_freq_base: Option<f32>,
+    rope_freq_scale: Option<f32>,
+) -> PyResult<ContextParams> {
+    Ok(ContextParams {
+        n_ctx: positive("n_ctx", n_ctx)?,
+        n_threads: positive("n_threads", n_threads)?,
+        n_batch: positive("n_batch", n_batch)?,
+        rope_freq_base,
+        rope_freq_scale,
+    })
 }
 
 #[pymethods]
@@ -42,13 +60,7 @@ impl Context {
         rope_freq_base: Option<f32>,
         rope_freq_scale: Option<f32>,
     ) -> PyResult<Self> {
-        let params = ContextParams {
-            n_ctx: positive("n_ctx", n_ctx)?,
-            n_threads: positive("n_threads", n_threads)?,
-            n_batch: positive("n_batch", n_batch)?,
-            rope_freq_base,
-            rope_freq_scale,
-        };
+        let params = context_params(n_ctx, n_threads, n_batch, rope_freq_base, rope_freq_scale)?;
         let model = model.inner.clone();
         let inner = py.detach(|| catch(|| rllm_core::Context::new(model, &params)))?;
         Ok(Context { inner })
