@@ -83,17 +83,7 @@ impl QuantBlock for BlockQ4K {
     }
 
     fn dequantize(&self, y: &mut [f32]) {
-        let d = self.d.to_f32();
-        let dmin = self.dmin.to_f32();
-        let q = self.codes();
-        for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
-            let (sc, m) = get_scale_min_k4(j, &self.scales);
-            let d1 = d * sc as f32;
-            let m1 = dmin * m as f32;
-            for (y, &q) in ys.iter_mut().zip(qs) {
-                *y = d1 * q as f32 - m1;
-            }
-        }
+        dequantize_scale_min(self, y)
     }
 }
 
@@ -104,27 +94,7 @@ impl DotBlock for BlockQ4K {
     /// integer sums are split over 8 lanes (element index mod 8), each lane accumulates in f32
     /// across blocks, and the lanes are added at the end.
     fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
-        let mut sums = [0f32; 8];
-        let mut sumf = 0f32;
-        for (x, y) in blocks::<Self>(w).zip(blocks::<BlockQ8K>(a)) {
-            let q = x.codes();
-            let mut lanes = [0i32; 8];
-            let mut summ = 0i32;
-            for j in 0..QK_K / 32 {
-                let (sc, m) = get_scale_min_k4(j, &x.scales);
-                summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-                for e in 32 * j..32 * (j + 1) {
-                    lanes[e % 8] += sc as i32 * (q[e] as i32 * y.qs[e] as i32);
-                }
-            }
-            let d = x.d.to_f32() * y.d;
-            for (s, &l) in sums.iter_mut().zip(&lanes) {
-                *s += d * l as f32;
-            }
-            let dmin = x.dmin.to_f32() * y.d;
-            sumf -= dmin * summ as f32;
-        }
-        sums.iter().fold(sumf, |acc, &s| acc + s)
+        vec_dot_scale_min_ref::<Self>(w, a)
     }
 }
 
@@ -182,17 +152,7 @@ impl QuantBlock for BlockQ5K {
     }
 
     fn dequantize(&self, y: &mut [f32]) {
-        let d = self.d.to_f32();
-        let dmin = self.dmin.to_f32();
-        let q = self.codes();
-        for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
-            let (sc, m) = get_scale_min_k4(j, &self.scales);
-            let d1 = d * sc as f32;
-            let m1 = dmin * m as f32;
-            for (y, &q) in ys.iter_mut().zip(qs) {
-                *y = d1 * q as f32 - m1;
-            }
-        }
+        dequantize_scale_min(self, y)
     }
 }
 
@@ -201,28 +161,86 @@ impl DotBlock for BlockQ5K {
 
     /// As Q4_K: 8-lane integer sums per block, min term from the group sums.
     fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
-        let mut sums = [0f32; 8];
-        let mut sumf = 0f32;
-        for (x, y) in blocks::<Self>(w).zip(blocks::<BlockQ8K>(a)) {
-            let q = x.codes();
-            let mut lanes = [0i32; 8];
-            let mut summ = 0i32;
-            for j in 0..QK_K / 32 {
-                let (sc, m) = get_scale_min_k4(j, &x.scales);
-                summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-                for e in 32 * j..32 * (j + 1) {
-                    lanes[e % 8] += sc as i32 * (q[e] as i32 * y.qs[e] as i32);
-                }
-            }
-            let d = x.d.to_f32() * y.d;
-            for (s, &l) in sums.iter_mut().zip(&lanes) {
-                *s += d * l as f32;
-            }
-            let dmin = x.dmin.to_f32() * y.d;
-            sumf -= dmin * summ as f32;
-        }
-        sums.iter().fold(sumf, |acc, &s| acc + s)
+        vec_dot_scale_min_ref::<Self>(w, a)
     }
+}
+
+/// The Q4_K / Q5_K layout shared by their reference kernels: super-block scales of the
+/// scales and mins, 6-bit sub-block scales and mins, codes in element order.
+trait ScaleMinK4: QuantBlock {
+    fn d(&self) -> f16;
+    fn dmin(&self) -> f16;
+    fn scales(&self) -> &[u8; K_SCALE_SIZE];
+    fn codes(&self) -> [u8; QK_K];
+}
+
+impl ScaleMinK4 for BlockQ4K {
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn dmin(&self) -> f16 {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; K_SCALE_SIZE] {
+        &self.scales
+    }
+    fn codes(&self) -> [u8; QK_K] {
+        BlockQ4K::codes(self)
+    }
+}
+
+impl ScaleMinK4 for BlockQ5K {
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn dmin(&self) -> f16 {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; K_SCALE_SIZE] {
+        &self.scales
+    }
+    fn codes(&self) -> [u8; QK_K] {
+        BlockQ5K::codes(self)
+    }
+}
+
+/// `w = d·sc·q − dmin·m` per 32-element sub-block.
+fn dequantize_scale_min<B: ScaleMinK4>(x: &B, y: &mut [f32]) {
+    let d = x.d().to_f32();
+    let dmin = x.dmin().to_f32();
+    let q = x.codes();
+    for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
+        let (sc, m) = get_scale_min_k4(j, x.scales());
+        let d1 = d * sc as f32;
+        let m1 = dmin * m as f32;
+        for (y, &q) in ys.iter_mut().zip(qs) {
+            *y = d1 * q as f32 - m1;
+        }
+    }
+}
+
+fn vec_dot_scale_min_ref<B: ScaleMinK4>(w: &[u8], a: &[u8]) -> f32 {
+    let mut sums = [0f32; 8];
+    let mut sumf = 0f32;
+    for (x, y) in blocks::<B>(w).zip(blocks::<BlockQ8K>(a)) {
+        let q = x.codes();
+        let mut lanes = [0i32; 8];
+        let mut summ = 0i32;
+        for j in 0..QK_K / 32 {
+            let (sc, m) = get_scale_min_k4(j, x.scales());
+            summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+            for e in 32 * j..32 * (j + 1) {
+                lanes[e % 8] += sc as i32 * (q[e] as i32 * y.qs[e] as i32);
+            }
+        }
+        let d = x.d().to_f32() * y.d;
+        for (s, &l) in sums.iter_mut().zip(&lanes) {
+            *s += d * l as f32;
+        }
+        let dmin = x.dmin().to_f32() * y.d;
+        sumf -= dmin * summ as f32;
+    }
+    sums.iter().fold(sumf, |acc, &s| acc + s)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
