@@ -81,20 +81,27 @@ impl ActBlock for BlockQ8_0 {
     }
 }
 
+/// `Σ_blocks d·da·Σ q·qa` over 8-bit blocks (Q8_0 and Q8_1 alike, ggml's reference order).
+fn dot_8bit(
+    w: impl Iterator<Item = (f16, [i8; 32])>,
+    a: impl Iterator<Item = (f16, [i8; 32])>,
+) -> f32 {
+    let mut sumf = 0f32;
+    for ((dx, qx), (dy, qy)) in w.zip(a) {
+        let sumi: i32 = qx.iter().zip(qy).map(|(&p, q)| p as i32 * q as i32).sum();
+        sumf += sumi as f32 * (dx.to_f32() * dy.to_f32());
+    }
+    sumf
+}
+
 impl DotBlock for BlockQ8_0 {
     type Dot = BlockQ8_0;
 
     fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
-        let mut sumf = 0f32;
-        for (x, y) in blocks::<Self>(w).zip(blocks::<Self>(a)) {
-            let sumi: i32 =
-                x.qs.iter()
-                    .zip(y.qs)
-                    .map(|(&p, q)| p as i32 * q as i32)
-                    .sum();
-            sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
-        }
-        sumf
+        dot_8bit(
+            blocks::<Self>(w).map(|x| (x.d, x.qs)),
+            blocks::<Self>(a).map(|y| (y.d, y.qs)),
+        )
     }
 }
 
@@ -144,16 +151,10 @@ impl DotBlock for BlockQ8_1 {
     type Dot = BlockQ8_1;
 
     fn vec_dot_ref(w: &[u8], a: &[u8]) -> f32 {
-        let mut sumf = 0f32;
-        for (x, y) in blocks::<Self>(w).zip(blocks::<Self>(a)) {
-            let sumi: i32 =
-                x.qs.iter()
-                    .zip(y.qs)
-                    .map(|(&p, q)| p as i32 * q as i32)
-                    .sum();
-            sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
-        }
-        sumf
+        dot_8bit(
+            blocks::<Self>(w).map(|x| (x.d, x.qs)),
+            blocks::<Self>(a).map(|y| (y.d, y.qs)),
+        )
     }
 }
 
