@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
-from rllm.batch import BatchGenerator
+import rllm
 from rllm.server.app import create_app
 from rllm.server.engine import ServerConfig, ServerEngine
 from server_process import ServerProcess
@@ -43,10 +44,29 @@ def server(tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield s
 
 
+class SingleSequence:
+    """The reference for the server's greedy output: the single-sequence path (one Context,
+    the argmax of its logits each step), which shares nothing with the server's batched
+    scheduler (slots, batch packing, the Rust sampler, streaming detokenization)."""
+
+    def __init__(self, path: Path) -> None:
+        self.model = rllm.Model(path, n_threads=1)
+
+    def greedy(self, prompt: str, max_tokens: int) -> str:
+        """``max_tokens`` greedy tokens with ``ignore_eos`` (llama.cpp's: EOS never chosen)."""
+        ctx = self.model.context(n_ctx=256)
+        logits = ctx.eval(self.model.tokenize(prompt, special=True))
+        out: list[int] = []
+        for _ in range(max_tokens):
+            logits[EOS] = -np.inf
+            out.append(int(np.argmax(logits)))
+            logits = ctx.eval(out[-1:])
+        return self.model.detokenize(out)
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_path: Path) -> BatchGenerator:
-    """The same model in this process, for greedy output to compare with."""
-    return BatchGenerator(str(tiny_path), n_parallel=1, n_ctx=256, n_threads=1)
+def reference(tiny_path: Path) -> SingleSequence:
+    return SingleSequence(tiny_path)
 
 
 def client(server: ServerProcess, key: str = KEY) -> openai.OpenAI:
@@ -127,9 +147,9 @@ def test_api_key(server: ServerProcess) -> None:
             assert c.models.list().data
 
 
-def test_completion(server: ServerProcess, reference: BatchGenerator) -> None:
+def test_completion(server: ServerProcess, reference: SingleSequence) -> None:
     prompt = "Hello there"
-    want = reference.generate([prompt], max_tokens=12, temperature=0, ignore_eos=True)[0]
+    want = reference.greedy(prompt, max_tokens=12)
     with client(server) as c:
         r = c.completions.create(
             model="tiny",
@@ -259,8 +279,8 @@ def test_logprobs(server: ServerProcess) -> None:
     assert all(len(top) <= 2 for top in lp.top_logprobs)
 
 
-def test_async_client(server: ServerProcess, reference: BatchGenerator) -> None:
-    want = reference.generate(["async"], max_tokens=8, temperature=0, ignore_eos=True)[0]
+def test_async_client(server: ServerProcess, reference: SingleSequence) -> None:
+    want = reference.greedy("async", max_tokens=8)
 
     async def run() -> tuple[str, str, str]:
         async with async_client(server) as c:
@@ -368,10 +388,10 @@ def test_prefix_reuse_across_turns(server: ServerProcess) -> None:
     assert r2.usage.prompt_tokens > cached
 
 
-def test_concurrent_streams_match_alone(server: ServerProcess, reference: BatchGenerator) -> None:
-    """--parallel 4 and 16 streaming clients at once: each gets what it gets alone."""
+def test_concurrent_streams_match_alone(server: ServerProcess, reference: SingleSequence) -> None:
+    """--parallel 4 and 16 streaming clients at once: each gets what one sequence gets alone."""
     prompts = [f"request {i}: " + "ab" * i for i in range(16)]
-    want = reference.generate(prompts, max_tokens=10, temperature=0, ignore_eos=True)
+    want = [reference.greedy(p, max_tokens=10) for p in prompts]
 
     async def one(c: openai.AsyncOpenAI, prompt: str) -> tuple[str, str | None, int]:
         stream = await c.completions.create(
