@@ -93,6 +93,34 @@ def test_teacher_forced_parity_with_llama_cpp(
     assert np.mean(all_diffs) <= MAX_MEAN_TOP5_DIFF
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_prompt_gemm_logits_are_bit_identical_to_token_by_token(
+    request: pytest.FixtureRequest, name: str
+) -> None:
+    """On the real weights: the prompt GEMM (a 37-token batch, and the same prompt as a 7-token
+    prefix plus a 30-token chunk) gives exactly the logits of evaluating one token at a time,
+    so batching, prompt chunking and cached prefixes never change a result."""
+    fixture, path_fixture, _ = MODELS[name]
+    model = _rllm.Model(request.getfixturevalue(path_fixture))
+    case = load_fixture(fixture)["cases"][0]
+    ids = (case["prompt_ids"] + case["generated_ids"])[:37]
+    assert len(ids) == 37
+
+    def ctx() -> _rllm.Context:
+        return _rllm.Context(model, n_ctx=64, n_threads=2)
+
+    batched = ctx().eval(ids, all_logits=True)
+    one = ctx()
+    by_token = np.stack([one.eval([t]) for t in ids])
+    two = ctx()
+    chunked = np.concatenate(
+        [two.eval(ids[:7], all_logits=True), two.eval(ids[7:], all_logits=True)]
+    )
+    assert batched.shape == (37, model.n_vocab)
+    np.testing.assert_array_equal(batched, by_token)
+    np.testing.assert_array_equal(chunked, by_token)
+
+
 # Two of llama.cpp's top-10 closer than this are a near-tie whose order may differ.
 NEAR_TIE = 0.2
 
