@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+from rllm.bench import system_info
 
 WORDS = "river mountain library engine garden violin harbor lantern orchard comet".split()
 
@@ -147,6 +148,7 @@ def pct(values: list[float], q: float) -> float:
 
 def report(phases: list[Phase], label: str) -> None:
     print(f"\n{label}")
+    print(system_info())
     print(
         "| clients | requests | errors | generated tokens | wall s | gen tok/s "
         "| TTFT p50 ms | TTFT p95 ms | latency p50 s |"

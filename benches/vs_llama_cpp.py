@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rllm.bench import system_info
+
 # Run in a child process so that its peak RSS is rllm's alone.
 RLLM_CHILD = r"""
 import json, sys, time
@@ -160,6 +162,7 @@ def main() -> int:
     ap.add_argument("-t", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("-r", type=int, default=3, help="repetitions (A/B pairs)")
     args = ap.parse_args()
+    print(system_info())
     print(f"pp{args.p} / tg{args.n}, {args.r} A/B repetitions, medians; ratio = rllm / llama.cpp")
     print()
     print("| model | threads | test | rllm | llama.cpp | ratio |")

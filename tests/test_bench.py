@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import rllm
-from rllm.bench import bench
+from rllm import _rllm
+from rllm.bench import bench, cpu_name
 from tiny_models import write_tiny_llama
 
 
@@ -45,12 +46,18 @@ def test_json_output_and_roofline(tiny: Path) -> None:
     tg = rows[1]
     # The roofline is bandwidth over the bytes a token reads: positive and finite.
     assert tg["bandwidth_gbs"] > 0 and tg["roofline_tps"] > 0
+    # Every row says where it was measured: the CPU and the kernel tier that ran.
+    assert all(r["isa"] == _rllm.active_isa() and r["cpu"] == cpu_name() for r in rows)
 
 
 def test_table_output(tiny: Path) -> None:
     done = cli("-m", str(tiny), "-p", "8", "-n", "0", "-t", "1", "-r", "1", "--no-roofline")
     assert done.returncode == 0, done.stderr
     assert "| tiny.gguf |" in done.stdout and "| pp8 |" in done.stdout
+    first = done.stdout.splitlines()[0]
+    assert (
+        first.startswith(f"CPU: {cpu_name()} (") and f"rllm kernels: {_rllm.active_isa()}" in first
+    )
     assert "tg" not in done.stdout.split("| pp8 |")[1]
 
 

@@ -9,6 +9,7 @@ weights read per token) says how close decoding comes to the machine's limit.
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import _rllm
 
-__all__ = ["BenchResult", "bench", "memory_bandwidth"]
+__all__ = ["BenchResult", "bench", "cpu_name", "memory_bandwidth", "system_info"]
 
 
 @dataclass
@@ -51,7 +52,31 @@ class BenchResult:
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(tps=self.tps, tps_sd=self.tps_sd, roofline_fraction=self.roofline_fraction)
+        d.update(cpu=cpu_name(), isa=_rllm.active_isa())
         return d
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo, else what the platform says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def system_info() -> str:
+    """One line for every benchmark table: the CPU, its core count, and rllm's kernel tier
+    (the ISA the kernels run; ``RLLM_ISA`` forces one) with the tiers this CPU supports."""
+    isas = ", ".join(_rllm.available_isas())
+    return (
+        f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); "
+        f"rllm kernels: {_rllm.active_isa()} (this CPU supports: {isas})"
+    )
 
 
 def memory_bandwidth(n_threads: int) -> float:

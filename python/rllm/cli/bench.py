@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..bench import bench
+from ..bench import bench, system_info
 from ..hub import resolve_model
 from .common import UsageError, add_hf, int_at_least
 
@@ -91,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         json.dump([r.as_dict() for r in results], sys.stdout, indent=1)
         print()
         return 0
+    print(system_info())
+    print()
     print("| model | size | params | threads | test | t/s | roofline |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
