@@ -8,6 +8,8 @@ pub mod writer;
 pub use metadata::{Array, Metadata, Value, ValueType};
 pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 
+use std::path::PathBuf;
+
 use rllm_kernels::GgmlType;
 
 /// What is wrong with a GGUF file. The file path is added by [`crate::Error::Gguf`].
@@ -83,12 +85,27 @@ pub enum GgufError {
         end: u64,
         len: u64,
     },
+    #[error(
+        "the tensor data section starts at offset {data_offset} (the header's end aligned to \
+         {alignment}), past the end of the file at {len}: truncated inside the padding"
+    )]
+    DataSectionOutsideFile {
+        data_offset: u64,
+        alignment: u64,
+        len: u64,
+    },
     #[error("tensors '{first}' and '{second}' overlap in the data section")]
     OverlappingTensors { first: String, second: String },
     #[error("tensor name at offset {offset} is {len} bytes long (at most 63 allowed)")]
     NameTooLong { offset: u64, len: u64 },
     #[error("duplicate tensor name '{0}'")]
     DuplicateTensor(String),
+    #[error("file {no} of this {count}-file split model, {}, is missing", file.display())]
+    MissingShard { no: u64, count: u64, file: PathBuf },
+    #[error("tensor '{name}': {why}")]
+    BadTensor { name: String, why: String },
+    #[error("no '<name>.in_sum2' tensors: not an importance matrix (imatrix GGUF) file")]
+    NotImatrix,
     #[error("missing tensor '{0}'")]
     MissingTensor(String),
     #[error("tensor '{name}' has shape {got:?}, expected {expected:?}")]

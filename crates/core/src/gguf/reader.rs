@@ -159,7 +159,18 @@ impl GgufFile {
                         ),
                     })
                 })?;
-                let (map, h) = map_and_parse(&other)?;
+                let (map, h) = match map_and_parse(&other) {
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Err(err(GgufError::MissingShard {
+                            no: i + 1,
+                            count,
+                            file: other,
+                        }))
+                    }
+                    r => r?,
+                };
                 if split_position(&h).map_err(|k| Error::gguf(&other, k))? != Some((i, count)) {
                     return Err(Error::gguf(
                         &other,
@@ -206,7 +217,8 @@ impl GgufFile {
         self.tensor_index.get(name).copied()
     }
 
-    /// The bytes of a tensor, borrowed from its file's map (validated to lie inside it).
+    /// The bytes of a tensor, borrowed from its file's map. [`parse`] checked that every
+    /// tensor of the table lies inside its file, so the slice cannot fail for them.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let shard = &self.shards[info.shard];
         let start = (shard.data_offset + info.offset) as usize;
@@ -307,7 +319,17 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
     }
 
     let data_offset = align_up(r.pos as u64, alignment);
-    let data_len = (buf.len() as u64).saturating_sub(data_offset);
+    let file_len = buf.len() as u64;
+    // A file whose tensors are all empty may end inside the padding before the data section;
+    // it is still truncated, and a data offset past the end must never reach a slice.
+    if !tensors.is_empty() && data_offset > file_len {
+        return Err(GgufError::DataSectionOutsideFile {
+            data_offset,
+            alignment,
+            len: file_len,
+        });
+    }
+    let data_len = file_len.saturating_sub(data_offset);
     for t in &tensors {
         let end = t.offset.checked_add(t.size as u64);
         match end {
@@ -619,6 +641,14 @@ mod tests {
     }
 
     fn one_tensor_file(ty: GgmlType, dims: &[u64], offset: u64, data: usize) -> Vec<u8> {
+        let mut w = one_tensor_header(ty, dims, offset);
+        w.pad(32);
+        w.0.extend(std::iter::repeat_n(0u8, data));
+        w.0
+    }
+
+    /// The header of [`one_tensor_file`], without the padding that ends it.
+    fn one_tensor_header(ty: GgmlType, dims: &[u64], offset: u64) -> W {
         let mut w = W::new(3, 1, 1);
         w.str("general.architecture");
         w.u32(8);
@@ -630,9 +660,7 @@ mod tests {
         }
         w.u32(ty.id());
         w.u64(offset);
-        w.pad(32);
-        w.0.extend(std::iter::repeat_n(0u8, data));
-        w.0
+        w
     }
 
     #[test]
@@ -689,6 +717,79 @@ mod tests {
             parse(&too_many),
             Err(GgufError::TooManyDims { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_a_file_ending_inside_the_padding() {
+        // An empty tensor at the end of a complete file is valid ...
+        let whole = one_tensor_file(GgmlType::F32, &[0, 4], 0, 0);
+        assert_eq!(parse(&whole).unwrap().tensors[0].size, 0);
+        // ... but cut inside the padding, the data section would start past the end.
+        let mut cut = one_tensor_header(GgmlType::F32, &[0, 4], 0).0;
+        assert_ne!(cut.len() % 32, 0, "the header needs padding");
+        cut.push(0);
+        assert!(matches!(
+            parse(&cut),
+            Err(GgufError::DataSectionOutsideFile { data_offset, len, .. })
+                if data_offset > len
+        ));
+    }
+
+    /// A small deterministic fuzzer (no cargo-fuzz needed, so it runs in CI): byte flips,
+    /// plausible counts and truncations of a valid header never panic the parser, including
+    /// on overflow, which debug builds check.
+    #[test]
+    fn parse_never_panics_on_mutations() {
+        let mut valid = W::new(3, 1, 2);
+        valid.str("general.alignment");
+        valid.u32(4); // u32
+        valid.u32(64);
+        valid.str("a");
+        valid.u32(9); // an array
+        valid.u32(8); // of strings
+        valid.u64(2);
+        valid.str("x");
+        valid.str("yz");
+        valid.str("t");
+        valid.u32(2);
+        valid.u64(64);
+        valid.u64(2);
+        valid.u32(GgmlType::Q8_0.id());
+        valid.u64(0);
+        valid.pad(64);
+        valid.0.extend(std::iter::repeat_n(1u8, 136));
+        parse(&valid.0).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut buf = valid.0.clone();
+            for _ in 0..1 + next() % 4 {
+                let pos = (next() % buf.len() as u64) as usize;
+                match next() % 3 {
+                    0 => buf[pos] = next() as u8,
+                    1 => {
+                        let v = 1u64 << (next() % 64);
+                        let end = (pos + 8).min(buf.len());
+                        buf[pos..end].copy_from_slice(&v.to_le_bytes()[..end - pos]);
+                    }
+                    _ => buf.truncate(pos),
+                }
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(h) = parse(&buf) {
+                for t in &h.tensors {
+                    let start = (h.data_offset + t.offset) as usize;
+                    assert!(start + t.size <= buf.len(), "{t:?} outside {}", buf.len());
+                }
+            }
+        }
     }
 
     #[test]
