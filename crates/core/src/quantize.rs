@@ -18,7 +18,7 @@ use rllm_kernels::GgmlType;
 
 use crate::error::{Error, Result};
 use crate::gguf::writer::{layout, write_padded, KvList, TensorEntry};
-use crate::gguf::{Array, GgufFile, Value};
+use crate::gguf::{Array, GgufError, GgufFile, TensorInfo, Value};
 
 pub use select::{Ftype, PRESETS};
 
@@ -78,22 +78,40 @@ impl Imatrix {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let f = GgufFile::open(path)?;
-        let bad = |why: String| Error::InvalidArgument(format!("{}: {why}", path.display()));
+        let bad = |name: &str, why: String| {
+            f.error(GgufError::BadTensor {
+                name: name.to_owned(),
+                why,
+            })
+        };
         let mut entries = HashMap::new();
         for t in &f.tensors {
             let Some(name) = t.name.strip_suffix(".in_sum2") else {
                 continue;
             };
+            let counts_name = format!("{name}.counts");
             let counts = f
-                .tensor(&format!("{name}.counts"))
-                .ok_or_else(|| bad(format!("'{}' has no '{name}.counts'", t.name)))?;
-            if t.ty != GgmlType::F32 || counts.ty != GgmlType::F32 {
-                return Err(bad(format!("'{name}': imatrix tensors must be F32")));
+                .tensor(&counts_name)
+                .ok_or_else(|| f.error(GgufError::MissingTensor(counts_name.clone())))?;
+            for u in [t, counts] {
+                if u.ty != GgmlType::F32 {
+                    return Err(bad(
+                        &u.name,
+                        format!("imatrix tensors must be F32, not {}", u.ty),
+                    ));
+                }
             }
             let sums = f32s(f.tensor_data(t));
             let counts = f32s(f.tensor_data(counts));
             if counts.is_empty() || sums.len() % counts.len() != 0 {
-                return Err(bad(format!("'{name}': sums and counts disagree")));
+                return Err(bad(
+                    &t.name,
+                    format!(
+                        "{} sums do not split into the {} experts of '{counts_name}'",
+                        sums.len(),
+                        counts.len()
+                    ),
+                ));
             }
             let ne0 = sums.len() / counts.len();
             let mut e = vec![1f32; sums.len()];
@@ -105,14 +123,12 @@ impl Imatrix {
                 }
             }
             if e.iter().any(|v| !v.is_finite()) {
-                return Err(bad(format!("'{name}' holds a non-finite value")));
+                return Err(bad(&t.name, "holds a non-finite value".into()));
             }
             entries.insert(name.to_owned(), e);
         }
         if entries.is_empty() {
-            return Err(bad(
-                "no '<name>.in_sum2' tensors: not an imatrix GGUF".into()
-            ));
+            return Err(f.error(GgufError::NotImatrix));
         }
         let datasets = match f.metadata.get("imatrix.datasets") {
             Some(Value::Array(Array::String(v))) => v.clone(),
@@ -203,6 +219,7 @@ pub fn plan(input: &GgufFile, params: &QuantizeParams) -> Result<(Summary, KvLis
                 )));
             }
             sel.check_imatrix(t, new_type)?;
+            check_imatrix_size(params.imatrix.as_ref(), t)?;
         }
         tensors.push(TensorPlan {
             name: t.name.clone(),
@@ -253,6 +270,33 @@ pub fn plan(input: &GgufFile, params: &QuantizeParams) -> Result<(Summary, KvLis
         tensors,
     };
     Ok((summary, kv))
+}
+
+/// The importance matrix of `t`, if any, holds one value per column of each expert
+/// (llama-quantize's "imatrix size ... is different from tensor size" check, made before
+/// anything is written and naming the imatrix file).
+fn check_imatrix_size(imatrix: Option<&Imatrix>, t: &TensorInfo) -> Result<()> {
+    let Some((im, m)) = imatrix.and_then(|im| Some((im, im.entries.get(&t.name)?))) else {
+        return Ok(());
+    };
+    let n_cols = t.dims.first().copied().unwrap_or(1);
+    let n_experts: u64 = t.dims.iter().skip(2).product();
+    let expected = n_cols.checked_mul(n_experts);
+    if expected != Some(m.len() as u64) {
+        return Err(Error::gguf(
+            &im.file,
+            GgufError::BadTensor {
+                name: format!("{}.in_sum2", t.name),
+                why: format!(
+                    "{} values, but the model's tensor of shape {:?} needs {}",
+                    m.len(),
+                    t.dims,
+                    n_cols.saturating_mul(n_experts)
+                ),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Where the output goes until it is complete: a hidden file beside `out`.
@@ -374,8 +418,14 @@ fn convert(t: &TensorPlan, src: &[u8], imatrix: Option<&[f32]>) -> Result<Vec<u8
     let rows_per_expert = t.dims.get(1).copied().unwrap_or(1).max(1) as usize;
     let in_row = t.old_type.row_bytes(n_cols).unwrap_or(0);
     let out_row = t.new_type.row_bytes(n_cols).unwrap_or(0);
+    if n_rows == 0 || in_row == 0 || out_row == 0 {
+        // An empty tensor (some dimension is 0): nothing to convert, and chunks of 0 bytes
+        // would not be chunks.
+        return Ok(Vec::new());
+    }
     if let Some(m) = imatrix {
-        let n_experts = t.dims.get(2).copied().unwrap_or(1) as usize;
+        // plan() checked the size against the imatrix file; one row of values per expert.
+        let n_experts = t.dims.iter().skip(2).product::<u64>() as usize;
         if m.len() != n_cols * n_experts {
             return Err(Error::InvalidArgument(format!(
                 "imatrix size {} is different from tensor size {} for {}",
