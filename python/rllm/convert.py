@@ -76,9 +76,13 @@ class _Tensor:
     def load(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly), or f16 kept as f16."""
         if self.dtype not in _ST_DTYPES:
-            raise ConvertError(f"{self.name}: unsupported safetensors dtype {self.dtype}")
+            raise ConvertError(
+                f"{self.path}: {self.name}: unsupported safetensors dtype {self.dtype}"
+            )
         dt = _ST_DTYPES[self.dtype]
         count = int(np.prod(self.shape)) if self.shape else 1
+        if count == 0:
+            return np.zeros(self.shape, np.float16 if self.dtype == "F16" else np.float32)
         raw = np.memmap(self.path, dtype=dt, mode="r", offset=self.offset, shape=(count,))
         if self.dtype == "BF16":
             arr = (raw.astype(np.uint32) << 16).view(np.float32)
@@ -89,39 +93,80 @@ class _Tensor:
         return arr.reshape(self.shape)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; anything else is a ConvertError naming the file."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ConvertError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_uint(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _read_safetensors(path: Path) -> list[_Tensor]:
+    """The tensors of one safetensors file (an 8-byte header length, a JSON header, the data),
+    each checked to lie inside the data with as many bytes as its dtype and shape need."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
             raise ConvertError(f"{path}: not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", head)
-        size = path.stat().st_size
         if 8 + n > size:
             raise ConvertError(f"{path}: safetensors header of {n} bytes exceeds the file")
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConvertError(f"{path}: bad safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise ConvertError(f"{path}: bad safetensors header: not a JSON object")
+    data_len = size - 8 - n
     out = []
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        start, end = meta["data_offsets"]
-        if 8 + n + end > size:
-            raise ConvertError(f"{path}: tensor {name} lies outside the file")
-        out.append(
-            _Tensor(name, meta["dtype"], tuple(meta["shape"]), path, 8 + n + start, end - start)
-        )
+        out.append(_tensor_entry(path, name, meta, 8 + n, data_len))
     # ggml's converter orders each part by name, like the safetensors package.
     return sorted(out, key=lambda t: t.name)
+
+
+def _tensor_entry(path: Path, name: str, meta: Any, data_start: int, data_len: int) -> _Tensor:
+    def bad(why: str) -> ConvertError:
+        return ConvertError(f"{path}: tensor {name}: {why}")
+
+    if not isinstance(meta, dict):
+        raise bad("header entry is not an object")
+    dtype, shape, offsets = meta.get("dtype"), meta.get("shape"), meta.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise bad(f"dtype {dtype!r} is not a string")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise bad(f"shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_uint, offsets))):
+        raise bad(f"data_offsets {offsets!r} is not [start, end]")
+    start, end = offsets
+    if not start <= end <= data_len:
+        raise bad(f"data [{start}, {end}) lies outside the file's {data_len} data bytes")
+    if dtype in _ST_DTYPES:
+        need = _ST_DTYPES[dtype].itemsize * int(np.prod(shape, dtype=object))
+        if end - start != need:
+            raise bad(f"{end - start} data bytes, but {dtype} of shape {shape} needs {need}")
+    return _Tensor(name, dtype, tuple(shape), path, data_start + start, end - start)
 
 
 def _index_tensors(hf_dir: Path) -> list[_Tensor]:
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        weight_map = _read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ConvertError(f"{index}: no 'weight_map'")
+        for part in weight_map.values():
+            if not isinstance(part, str) or Path(part).name != part or part in ("", ".", ".."):
+                raise ConvertError(f"{index}: shard {part!r} is not a file name in the folder")
         parts = sorted(set(weight_map.values()))
     else:
         parts = sorted(
@@ -147,9 +192,15 @@ def _index_tensors(hf_dir: Path) -> list[_Tensor]:
 # --- SentencePiece tokenizer.model -----------------------------------------------------------
 
 
+class _Truncated(Exception):
+    """A protobuf field runs past the end of its buffer."""
+
+
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
     shift = result = 0
     while True:
+        if i >= len(buf) or shift > 63:
+            raise _Truncated
         b = buf[i]
         i += 1
         result |= (b & 0x7F) << shift
@@ -164,22 +215,29 @@ def _read_spm(path: Path) -> list[tuple[bytes, float, int]]:
     buf = path.read_bytes()
     pieces = []
     i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field_no, wire = key >> 3, key & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if field_no == 1:
-                pieces.append(_read_piece(buf[i : i + n]))
-            i += n
-        else:
-            raise ConvertError(f"{path}: not a SentencePiece model (wire type {wire})")
+    try:
+        while i < len(buf):
+            key, i = _varint(buf, i)
+            field_no, wire = key >> 3, key & 7
+            if wire == 0:
+                _, i = _varint(buf, i)
+            elif wire == 1:
+                i += 8
+            elif wire == 5:
+                i += 4
+            elif wire == 2:
+                n, i = _varint(buf, i)
+                if i + n > len(buf):
+                    raise _Truncated
+                if field_no == 1:
+                    pieces.append(_read_piece(buf[i : i + n]))
+                i += n
+            else:
+                raise ConvertError(f"{path}: not a SentencePiece model (wire type {wire})")
+    except _Truncated:
+        raise ConvertError(f"{path}: truncated SentencePiece model (a field at byte {i})") from None
+    if i > len(buf):
+        raise ConvertError(f"{path}: truncated SentencePiece model (its last field)")
     if not pieces:
         raise ConvertError(f"{path}: no pieces in SentencePiece model")
     return pieces
@@ -197,6 +255,8 @@ def _read_piece(buf: bytes) -> tuple[bytes, float, int]:
                 piece = buf[i : i + n]
             i += n
         elif wire == 5:
+            if i + 4 > len(buf):
+                raise _Truncated
             if field_no == 2:
                 (score,) = struct.unpack("<f", buf[i : i + 4])
             i += 4
@@ -206,6 +266,8 @@ def _read_piece(buf: bytes) -> tuple[bytes, float, int]:
                 typ = v
         elif wire == 1:
             i += 8
+    if i > len(buf):
+        raise _Truncated
     return piece, score, typ
 
 
@@ -263,7 +325,7 @@ class _Converter:
         cfg_path = hf_dir / "config.json"
         if not cfg_path.is_file():
             raise ConvertError(f"{hf_dir}: no config.json (is this a Hugging Face model folder?)")
-        self.hp: dict[str, Any] = json.loads(cfg_path.read_text(encoding="utf-8"))
+        self.hp: dict[str, Any] = _read_json(cfg_path)
         if "text_config" in self.hp:
             self.hp = {**self.hp, **self.hp["text_config"]}
         archs = self.hp.get("architectures") or []
@@ -399,7 +461,7 @@ class _Converter:
     def _gemma_vocab_real(self) -> int:
         if (self.dir / "tokenizer.model").is_file():
             return len(self._spm_vocab()[0])
-        tj = json.loads((self.dir / "tokenizer.json").read_text(encoding="utf-8"))
+        tj = _read_json(self.dir / "tokenizer.json")
         return len(tj["model"]["vocab"]) + len(tj.get("added_tokens", []))
 
     def _qtype(self, new_name: str, n_dims: int, ncols: int) -> str:
@@ -617,7 +679,7 @@ class _Converter:
             types[i] = kind.get(typ, TOKEN_NORMAL)
         added = self.dir / "added_tokens.json"
         if added.is_file():
-            for text, tid in json.loads(added.read_text(encoding="utf-8")).items():
+            for text, tid in _read_json(added).items():
                 if tid < vocab_size:
                     tokens[tid], scores[tid], types[tid] = text, -1000.0, TOKEN_USER_DEFINED
         tc = self._tokenizer_config()
@@ -648,11 +710,11 @@ class _Converter:
 
     def _tokenizer_config(self) -> dict[str, Any]:
         p = self.dir / "tokenizer_config.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        return _read_json(p) if p.is_file() else {}
 
     def _tokenizer_json(self) -> dict[str, Any] | None:
         p = self.dir / "tokenizer.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+        return _read_json(p) if p.is_file() else None
 
     def _detect_pre(self) -> str:
         if self.pre_tokenizer:
