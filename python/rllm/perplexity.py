@@ -538,6 +538,23 @@ def _compare(
     )
 
 
+def _check_base_rows(rows: npt.NDArray[np.uint16], name: str, chunk: int) -> None:
+    """Each row of a base file starts with its float32 scale and minimum log-probability;
+    llama-perplexity writes a scale of at most 16 / 65535 (log-probabilities within e^-16 of
+    the top one) and a minimum <= 0. Anything else is a corrupt file, which would otherwise
+    turn into overflows and NaNs."""
+    head = np.ascontiguousarray(rows[:, :4]).view(np.float32)
+    scale, min_log_prob = head[:, 0], head[:, 1]
+    with np.errstate(invalid="ignore"):
+        ok = (scale >= 0) & (scale <= 1e-3) & (min_log_prob <= 0) & (min_log_prob >= -1e4)
+    if not ok.all():
+        row = int(np.argmin(ok))
+        raise ValueError(
+            f"{name}: row {row} of chunk {chunk} has scale {scale[row]} and minimum "
+            f"{min_log_prob[row]}, not a log-probability row: corrupt file"
+        )
+
+
 def _n_seq_and_batch(n_batch: int, n_window: int) -> tuple[int, int]:
     """llama-perplexity's sequences per batch and effective batch size."""
     n_seq = max(1, n_batch // n_window)
@@ -692,6 +709,13 @@ def _read_base(path: PathLike) -> tuple[int, int, npt.NDArray[np.int32], np.memm
             f"{n_chunk} chunks) needs {expected}: truncated or not a log-probability file"
         )
     tokens = np.fromfile(name, dtype="<i4", count=n_ctx * n_chunk, offset=_HEADER.size)
+    outside = (tokens < 0) | (tokens >= n_vocab)
+    if outside.any():
+        at = int(np.argmax(outside))
+        raise ValueError(
+            f"{name}: token {at} is id {int(tokens[at])}, outside its vocabulary of {n_vocab}: "
+            "corrupt or not a log-probability file"
+        )
     rows = np.memmap(name, dtype="<u2", mode="r", offset=body, shape=(n_chunk, n_rows, nv))
     return n_ctx, n_vocab, tokens.astype(np.int32), rows
 
@@ -739,7 +763,9 @@ def kl_divergence(
 
     report(0, 0.0, None)
     for chunk, logits, seconds in _windows(engine, tokens, plan):
-        values = _compare(logits, _targets(tokens, plan, chunk), np.asarray(rows[chunk]))
+        base_rows = np.asarray(rows[chunk])
+        _check_base_rows(base_rows, os.fspath(base), chunk)
+        values = _compare(logits, _targets(tokens, plan, chunk), base_rows)
         for dest, v in zip(parts, values[:4]):
             dest[chunk] = v
         same_top[chunk] = values[4]
