@@ -298,9 +298,11 @@ def test_an_empty_tensor_at_the_end_of_a_complete_file_is_valid(tmp_path: Path) 
     """The fix rejects only files that end before the data section: a complete file whose
     last tensor is empty still quantizes."""
     path = tmp_path / "empty-tensor.gguf"
-    path.write_bytes(gguf_bytes([ARCH], [F32_8, tensor_info("e", [0, 4], F32_ID, 32)], bytes(32)))
+    path.write_bytes(
+        gguf_bytes([ARCH], [F32_8, tensor_info("e.weight", [0, 4], F32_ID, 32)], bytes(32))
+    )
     summary = rllm.quantize_model(path, tmp_path / "out.gguf", "Q8_0")
-    assert {t["name"]: t["new_bytes"] for t in summary["tensors"]} == {"t": 32, "e": 0}
+    assert {t["name"]: t["new_bytes"] for t in summary["tensors"]} == {"t": 32, "e.weight": 0}
     assert [0, 4] in [t[2] for t in _rllm.GGUFFile(tmp_path / "out.gguf").tensors()]
 
 
