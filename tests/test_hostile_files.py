@@ -533,6 +533,11 @@ def _st_entry(**meta: object) -> dict[str, object]:
     return {"model.norm.weight": {"dtype": "F32", "shape": [64], "data_offsets": [0, 256], **meta}}
 
 
+def _config_with(data: bytes, **values: object) -> bytes:
+    """A valid config.json with some values replaced by ones of the wrong type or range."""
+    return json.dumps({**json.loads(data), **values}).encode()
+
+
 # name -> (file to replace, relative to the checkpoint, its new bytes or a function of the old)
 CONVERT_CASES: dict[str, tuple[str, bytes | Callable[[bytes], bytes]]] = {
     "safetensors empty": ("model.safetensors", b""),
@@ -561,6 +566,21 @@ CONVERT_CASES: dict[str, tuple[str, bytes | Callable[[bytes], bytes]]] = {
     "dtype not a string": ("model.safetensors", _safetensors(_st_entry(dtype=4), bytes(256))),
     "config.json not JSON": ("config.json", b"{'hidden_size': 64"),
     "config.json a list": ("config.json", b"[]"),
+    "config.json hidden_size a string": (
+        "config.json",
+        lambda b: _config_with(b, hidden_size="64"),
+    ),
+    "config.json head count zero": (
+        "config.json",
+        lambda b: _config_with(b, num_attention_heads=0),
+    ),
+    "config.json layers negative": ("config.json", lambda b: _config_with(b, num_hidden_layers=-2)),
+    "config.json rope_theta NaN-like": ("config.json", lambda b: _config_with(b, rope_theta="nan")),
+    "config.json architectures a string": (
+        "config.json",
+        lambda b: _config_with(b, architectures="LlamaForCausalLM"),
+    ),
+    "config.json rope_scaling a number": ("config.json", lambda b: _config_with(b, rope_scaling=2)),
     "index not JSON": ("model.safetensors.index.json", b"\x00\x01"),
     "index shard outside the folder": (
         "model.safetensors.index.json",

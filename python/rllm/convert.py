@@ -319,6 +319,39 @@ def _size_label(n: int) -> str:
     return f"{scaled:.{fix}f}{suffix}"
 
 
+# config.json keys the converter reads as numbers: positive integers, and positive reals.
+_CONFIG_INTS = (
+    "context_length dim feed_forward_length head_dim hidden_size intermediate_size "
+    "max_position_embeddings n_embd n_head n_head_kv n_heads n_kv_heads n_layer n_layers "
+    "n_positions num_attention_heads num_hidden_layers num_key_value_heads num_layers "
+    "original_max_position_embeddings sliding_window sliding_window_pattern vocab_size"
+).split()
+_CONFIG_REALS = "final_logit_softcapping norm_eps rms_norm_eps rope_theta".split()
+
+
+def _check_config_values(hp: dict[str, Any], path: Path) -> None:
+    """Every value the converter computes with has the type it needs, so that a bad
+    config.json is a ConvertError naming it rather than a TypeError deep in the conversion."""
+    for key in _CONFIG_INTS + _CONFIG_REALS:
+        value = hp.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if key in _CONFIG_REALS:
+            ok = ok or isinstance(value, float) and math.isfinite(value)
+        if not ok or value <= 0:
+            kind = "a positive integer" if key in _CONFIG_INTS else "a positive number"
+            raise ConvertError(f"{path}: {key} must be {kind}, got {value!r}")
+    archs = hp.get("architectures")
+    if archs is not None and not (
+        isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+    ):
+        raise ConvertError(f"{path}: architectures must be a list of names, got {archs!r}")
+    for key in ("rope_parameters", "rope_scaling"):
+        if hp.get(key) is not None and not isinstance(hp[key], dict):
+            raise ConvertError(f"{path}: {key} must be an object, got {hp[key]!r}")
+
+
 class _Converter:
     def __init__(self, hf_dir: Path, outtype: str, pre_tokenizer: str | None, name: str | None):
         self.dir = hf_dir
@@ -326,8 +359,9 @@ class _Converter:
         if not cfg_path.is_file():
             raise ConvertError(f"{hf_dir}: no config.json (is this a Hugging Face model folder?)")
         self.hp: dict[str, Any] = _read_json(cfg_path)
-        if "text_config" in self.hp:
+        if isinstance(self.hp.get("text_config"), dict):
             self.hp = {**self.hp, **self.hp["text_config"]}
+        _check_config_values(self.hp, cfg_path)
         archs = self.hp.get("architectures") or []
         hf_arch = archs[0] if archs else ""
         if hf_arch not in SUPPORTED_ARCHITECTURES:
