@@ -26,6 +26,7 @@ from rllm.tokenizer import (
     _clean_cut,
     _clean_spaces,
 )
+from tiny_models import tiny_bpe_metadata
 
 FIXTURE_NAMES = sorted(p.stem.removeprefix("tokenizer_") for p in FIXTURES.glob("tokenizer_*.json"))
 _JSON: dict[str, dict[str, Any]] = {
@@ -235,27 +236,6 @@ def test_clean_spaces_streams(raw: bytes, cuts: list[int]) -> None:
 # --- metadata errors and tiny vocabularies (no model files) -------------------------------
 
 
-def _byte_level_chars() -> list[str]:
-    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    chars = {b: chr(b) for b in printable}
-    extra = iter(range(256, 512))
-    return [chars[b] if b in chars else chr(next(extra)) for b in range(256)]
-
-
-def _tiny_bpe(**overrides: Any) -> dict[str, Any]:
-    tokens = [*_byte_level_chars(), "he", "ll", "hell", "hello", "Ġhello", "<|im_end|>"]
-    meta: dict[str, Any] = {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "gpt-2",
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": [1] * (len(tokens) - 1) + [3],
-        "tokenizer.ggml.merges": ["h e", "l l", "he ll", "hell o", "Ġ hello"],
-        "tokenizer.ggml.eos_token_id": len(tokens) - 1,
-    }
-    meta.update(overrides)
-    return meta
-
-
 def _tiny_spm(**overrides: Any) -> dict[str, Any]:
     tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256))]
     tokens += ["▁", "a", "b", "c", "ab", "bc", "▁a", "▁abc", "abc"]
@@ -270,8 +250,8 @@ def _tiny_spm(**overrides: Any) -> dict[str, Any]:
     return meta
 
 
-def test_tiny_bpe() -> None:
-    tok = Tokenizer.from_metadata(_tiny_bpe())
+def testtiny_bpe_metadata() -> None:
+    tok = Tokenizer.from_metadata(tiny_bpe_metadata())
     ids = tok.encode("hello hello<|im_end|>", parse_special=True)
     assert [tok.token_bytes(i) for i in ids] == [b"hello", b" hello", b"<|im_end|>"]
     assert tok.encode("<|im_end|>") != [tok.eos_id]  # not special text without parse_special
@@ -302,19 +282,41 @@ def test_tiny_spm() -> None:
     assert tok.token_bytes(ids["<0x0A>"]) == b"\n" and tok.token_bytes(ids["▁a"]) == b" a"
 
 
+SPECIAL_SPLIT = json.loads((FIXTURES / "special_split.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", SPECIAL_SPLIT["cases"], ids=lambda c: repr(c["text"]))
+def test_special_text_split_like_llama_cpp(case: dict[str, Any]) -> None:
+    """Random special texts over a three-letter alphabet (overlapping, nested, repeated;
+    control and user-defined) split out of random text exactly as llama.cpp splits them
+    (tests/fixtures/make_special_split_fixtures.py recorded its token ids)."""
+    base = tiny_bpe_metadata()
+    tok = Tokenizer.from_metadata(
+        tiny_bpe_metadata(
+            **{
+                "tokenizer.ggml.tokens": base["tokenizer.ggml.tokens"] + case["specials"],
+                "tokenizer.ggml.token_type": base["tokenizer.ggml.token_type"] + case["types"],
+            }
+        )
+    )
+    text, parse_special = case["text"], case["parse_special"]
+    assert tok.encode(text, add_special=False, parse_special=parse_special) == case["ids"]
+
+
 @given(
     st.lists(st.text("αβγ", min_size=1, max_size=5), min_size=1, max_size=8, unique=True),
     st.lists(st.sampled_from([3, 4]), min_size=8, max_size=8),
     st.text("αβγ x", max_size=24),
     st.booleans(),
 )
-def test_special_text_split_like_llama_cpp(
+def test_special_scan_finds_every_special_text_present(
     specials: list[str], types: list[int], text: str, parse_special: bool
 ) -> None:
-    """The scan finds every special text present, and the split equals llama.cpp's longest-
-    first partition over all special tokens (which never filters by occurrence)."""
-    base = _tiny_bpe()
-    meta = _tiny_bpe(
+    """The one-pass scan that picks the special tokens worth splitting on finds every special
+    text occurring in ``text`` (control ones only with parse_special), checked by plain
+    substring search."""
+    base = tiny_bpe_metadata()
+    meta = tiny_bpe_metadata(
         **{
             "tokenizer.ggml.tokens": base["tokenizer.ggml.tokens"] + specials,
             "tokenizer.ggml.token_type": base["tokenizer.ggml.token_type"] + types[: len(specials)],
@@ -326,10 +328,6 @@ def test_special_text_split_like_llama_cpp(
     assert tok._special_in(text, parse_special) == {
         i for i in present if parse_special or not tok.is_control(i)
     }
-    parts = tok._partition(text, parse_special)
-    every = {i for i in tok._special_ids.values() if parse_special or not tok.is_control(i)}
-    tok._special_in = lambda *_: every  # type: ignore[method-assign]
-    assert parts == tok._partition(text, parse_special)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +346,7 @@ def test_special_text_split_like_llama_cpp(
 )
 def test_bad_metadata(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(TokenizerError, match=re.escape(message)):
-        Tokenizer.from_metadata(_tiny_bpe(**overrides))
+        Tokenizer.from_metadata(tiny_bpe_metadata(**overrides))
 
 
 def test_token_id_out_of_range() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -215,3 +216,26 @@ def write_tiny_llama(
 def write_variant(path: Path, name: str) -> tuple[dict[str, np.ndarray], LlamaHParams]:
     hp, options = TINY_VARIANTS[name]
     return write_tiny_llama(path, hp, **options), hp
+
+
+def byte_level_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: the character standing for each byte 0..255."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = {b: chr(b) for b in printable}
+    extra = iter(range(256, 512))
+    return [chars[b] if b in chars else chr(next(extra)) for b in range(256)]
+
+
+def tiny_bpe_metadata(**overrides: Any) -> dict[str, Any]:
+    """Tokenizer metadata of a tiny byte-level BPE vocabulary (a few merges, one control token)."""
+    tokens = [*byte_level_chars(), "he", "ll", "hell", "hello", "Ġhello", "<|im_end|>"]
+    meta: dict[str, Any] = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * (len(tokens) - 1) + [3],
+        "tokenizer.ggml.merges": ["h e", "l l", "he ll", "hell o", "Ġ hello"],
+        "tokenizer.ggml.eos_token_id": len(tokens) - 1,
+    }
+    meta.update(overrides)
+    return meta
