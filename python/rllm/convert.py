@@ -160,10 +160,12 @@ def _tensor_entry(path: Path, name: str, meta: Any, data_start: int, data_len: i
 
 def _index_tensors(hf_dir: Path) -> list[_Tensor]:
     index = hf_dir / "model.safetensors.index.json"
+    weight_map: dict[str, Any] = {}
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
+        listed = _read_json(index).get("weight_map")
+        if not isinstance(listed, dict):
             raise ConvertError(f"{index}: no 'weight_map'")
+        weight_map = listed
         for part in weight_map.values():
             if not isinstance(part, str) or Path(part).name != part or part in ("", ".", ".."):
                 raise ConvertError(f"{index}: shard {part!r} is not a file name in the folder")
