@@ -18,6 +18,7 @@ __all__ = [
     "BatchEngine",
     "TokenStream",
     "Sampler",
+    "Detokenizer",
     "dequantize",
     "quantize",
     "quantize_activation",
@@ -199,6 +200,27 @@ class Sampler:
     @property
     def seed(self) -> int | None: ...
     def sample(self, logits: npt.NDArray[np.float32], history: Sequence[int] = ...) -> int: ...
+
+@final
+class Detokenizer:
+    """Token ids -> text as llama.cpp's llama_detokenize, incrementally: ``push`` returns only
+    complete UTF-8 text, and the pieces (with ``flush``'s) concatenate to ``decode(ids)``.
+    The Rust detokenizer; the front ends still decode with ``rllm.tokenizer``."""
+
+    def __new__(cls, model: Model, skip_special: bool = False) -> Detokenizer: ...
+    @staticmethod
+    def from_metadata(meta: dict[str, Any], skip_special: bool = False) -> Detokenizer:
+        """From GGUF metadata as a dict (as ``Tokenizer.from_metadata``)."""
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def skip_special(self) -> bool: ...
+    def push(self, id: int) -> str:
+        """The text ``id`` completes (maybe empty); an out-of-range id raises ValueError."""
+    def flush(self) -> str:
+        """The text still held back; the detokenizer starts over afterwards."""
+    def decode(self, ids: Sequence[int]) -> str:
+        """The whole text of ``ids``; does not touch the incremental state."""
 
 def dequantize(data: bytes, type: str, n: int) -> npt.NDArray[np.float32]:
     """Dequantize ``n`` elements of ggml type ``type`` (e.g. ``"Q4_K"``)."""

@@ -29,6 +29,12 @@ pub enum Error {
     /// More tokens than the context holds.
     #[error("context full: {needed} tokens needed but the context holds {n_ctx}")]
     ContextFull { n_ctx: usize, needed: usize },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} out of range [0, {n_vocab})")]
+    TokenOutOfRange { id: i64, n_vocab: usize },
+    /// Tokenizer metadata that cannot be used; the message names the key and value.
+    #[error("{0}")]
+    Tokenizer(String),
     /// A caller passed an argument outside its domain.
     #[error("{0}")]
     InvalidArgument(String),

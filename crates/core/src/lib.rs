@@ -5,6 +5,7 @@ pub mod arch;
 pub mod batch;
 pub mod bench;
 pub mod context;
+pub mod detok;
 pub mod error;
 pub mod forward;
 pub mod gguf;

@@ -33,7 +33,8 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Gguf { .. } => raise("GGUFError", msg),
         Error::UnsupportedArchitecture { .. } => raise("UnsupportedArchitectureError", msg),
         Error::ContextFull { .. } => raise("ContextFullError", msg),
-        Error::InvalidArgument(_) => PyValueError::new_err(msg),
+        Error::InvalidArgument(_) | Error::TokenOutOfRange { .. } => PyValueError::new_err(msg),
+        Error::Tokenizer(_) => raise("GGUFError", msg),
     }
 }
 

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod batch;
 mod context;
 mod convert;
+mod detok;
 mod errors;
 mod kernels;
 mod model;
@@ -24,6 +25,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
+    m.add_class::<detok::Detokenizer>()?;
     kernels::register(m)?;
     quantize::register(m)?;
     convert::register(m)?;
