@@ -563,6 +563,16 @@ CONVERT_CASES: dict[str, tuple[str, bytes | Callable[[bytes], bytes]]] = {
     ),
     "negative dimension": ("model.safetensors", _safetensors(_st_entry(shape=[-64]), bytes(256))),
     "shape not a list": ("model.safetensors", _safetensors(_st_entry(shape="64"), bytes(256))),
+    "tensor name unknown": (
+        "model.safetensors",
+        lambda b: b.replace(b'"model.norm.weight"', b'"model.norX.weight"', 1),
+    ),
+    # the last 256 bytes are model.norm.weight (F32 in the output); v_proj comes before it
+    "a weight is NaN": ("model.safetensors", lambda b: b[:-4] + struct.pack("<f", float("nan"))),
+    "a weight overflows f16": (
+        "model.safetensors",
+        lambda b: b[:-260] + struct.pack("<f", 1e30) + b[-256:],
+    ),
     "dtype not a string": ("model.safetensors", _safetensors(_st_entry(dtype=4), bytes(256))),
     "config.json not JSON": ("config.json", b"{'hidden_size': 64"),
     "config.json a list": ("config.json", b"[]"),

@@ -559,33 +559,56 @@ class _Converter:
         return load
 
     def add_tensors(self) -> None:
-        items: list[tuple[str, Callable[[], np.ndarray], tuple[int, ...]]] = []
+        # (GGUF name, loader, shape, where its values come from, for error messages)
+        items: list[tuple[str, Callable[[], np.ndarray], tuple[int, ...], str]] = []
         for name, arr in self._extra_tensors():
-            items.append((name, _constant(arr), arr.shape))
+            items.append((name, _constant(arr), arr.shape, f"tensor {name}"))
         for t in self.tensors:
-            new = self._map_name(t.name)
+            try:
+                new = self._map_name(t.name)
+            except ConvertError as e:  # say which file holds the tensor
+                raise ConvertError(f"{t.path}: {e}") from None
             if new is None:
                 continue
             shape = t.shape
             if self.arch == "gemma3" and "embed_tokens.weight" in t.name:
                 shape = (self._gemma_vocab_real(), *shape[1:])
 
-            items.append((new, self._loader(t, new), shape))
-        for new, load, shape in items:
+            items.append((new, self._loader(t, new), shape, f"{t.path}: tensor {t.name}"))
+        for new, load, shape, source in items:
             n_dims = len(shape)
             qtype = self._qtype(new, n_dims, shape[-1] if shape else 1)
             self.w.n_params += int(np.prod(shape)) if shape else 1
-            self.w.tensors.append((new, qtype, list(reversed(shape)), self._encoder(load, qtype)))
+            encode = self._encoder(load, qtype, source)
+            self.w.tensors.append((new, qtype, list(reversed(shape)), encode))
 
     @staticmethod
-    def _encoder(load: Callable[[], np.ndarray], qtype: str) -> Callable[[], bytes]:
+    def _encoder(load: Callable[[], np.ndarray], qtype: str, source: str) -> Callable[[], bytes]:
+        """The tensor's bytes as ``qtype``; values that are not finite, in the checkpoint or
+        once rounded to the output type, are an error rather than a silently broken model."""
+
         def encode() -> bytes:
             data = load()
-            if qtype == "F32":
-                return np.ascontiguousarray(data, dtype=np.float32).tobytes()
-            if qtype == "F16":
-                return np.ascontiguousarray(data.astype(np.float16)).tobytes()
-            x = np.ascontiguousarray(data, dtype=np.float32)
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise ConvertError(f"{source}: holds NaN or infinite values")
+            with np.errstate(over="ignore"):
+                if qtype == "F32":
+                    out = np.ascontiguousarray(data, dtype=np.float32)
+                elif qtype == "F16":
+                    out = np.ascontiguousarray(data.astype(np.float16))
+                else:
+                    x = np.ascontiguousarray(data, dtype=np.float32)
+                    out = None
+            if out is not None:
+                if out.dtype.kind == "f" and not np.isfinite(out).all():
+                    big = float(np.max(np.abs(data)))
+                    raise ConvertError(
+                        f"{source}: values up to {big:g} overflow {qtype}; "
+                        "convert with --outtype f32 or bf16"
+                    )
+                return out.tobytes()
+            if not np.isfinite(x).all():
+                raise ConvertError(f"{source}: values overflow float32 before {qtype}")
             return quantize(x.reshape(-1, x.shape[-1]), qtype)
 
         return encode
