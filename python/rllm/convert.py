@@ -198,6 +198,10 @@ class _Truncated(Exception):
     """A protobuf field runs past the end of its buffer."""
 
 
+class _BadWire(Exception):
+    """A protobuf field of a wire type SentencePiece models do not use."""
+
+
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
     shift = result = 0
     while True:
@@ -211,35 +215,41 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of each field of a protobuf message: an int for a
+    varint, the field's bytes otherwise. Raises _Truncated or _BadWire."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field_no, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield field_no, wire, value
+            continue
+        if wire == 2:
+            n, i = _varint(buf, i)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+        else:
+            raise _BadWire(wire)
+        if i + n > len(buf):
+            raise _Truncated
+        yield field_no, wire, buf[i : i + n]
+        i += n
+
+
 def _read_spm(path: Path) -> list[tuple[bytes, float, int]]:
     """(piece, score, type) of each piece of a SentencePiece ModelProto (field 1, repeated
     SentencePiece {1: piece, 2: score, 3: type})."""
-    buf = path.read_bytes()
     pieces = []
-    i = 0
     try:
-        while i < len(buf):
-            key, i = _varint(buf, i)
-            field_no, wire = key >> 3, key & 7
-            if wire == 0:
-                _, i = _varint(buf, i)
-            elif wire == 1:
-                i += 8
-            elif wire == 5:
-                i += 4
-            elif wire == 2:
-                n, i = _varint(buf, i)
-                if i + n > len(buf):
-                    raise _Truncated
-                if field_no == 1:
-                    pieces.append(_read_piece(buf[i : i + n]))
-                i += n
-            else:
-                raise ConvertError(f"{path}: not a SentencePiece model (wire type {wire})")
+        for field_no, wire, value in _fields(path.read_bytes()):
+            if field_no == 1 and wire == 2 and isinstance(value, bytes):
+                pieces.append(_read_piece(value))
     except _Truncated:
-        raise ConvertError(f"{path}: truncated SentencePiece model (a field at byte {i})") from None
-    if i > len(buf):
-        raise ConvertError(f"{path}: truncated SentencePiece model (its last field)")
+        raise ConvertError(f"{path}: truncated SentencePiece model") from None
+    except _BadWire as e:
+        raise ConvertError(f"{path}: not a SentencePiece model (wire type {e})") from None
     if not pieces:
         raise ConvertError(f"{path}: no pieces in SentencePiece model")
     return pieces
@@ -247,29 +257,13 @@ def _read_spm(path: Path) -> list[tuple[bytes, float, int]]:
 
 def _read_piece(buf: bytes) -> tuple[bytes, float, int]:
     piece, score, typ = b"", 0.0, 1
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field_no, wire = key >> 3, key & 7
-        if wire == 2:
-            n, i = _varint(buf, i)
-            if field_no == 1:
-                piece = buf[i : i + n]
-            i += n
-        elif wire == 5:
-            if i + 4 > len(buf):
-                raise _Truncated
-            if field_no == 2:
-                (score,) = struct.unpack("<f", buf[i : i + 4])
-            i += 4
-        elif wire == 0:
-            v, i = _varint(buf, i)
-            if field_no == 3:
-                typ = v
-        elif wire == 1:
-            i += 8
-    if i > len(buf):
-        raise _Truncated
+    for field_no, wire, value in _fields(buf):
+        if field_no == 1 and wire == 2 and isinstance(value, bytes):
+            piece = value
+        elif field_no == 2 and wire == 5 and isinstance(value, bytes):
+            (score,) = struct.unpack("<f", value)
+        elif field_no == 3 and isinstance(value, int):
+            typ = value
     return piece, score, typ
 
 
