@@ -12,6 +12,7 @@ The table of cases (kind x entry point) is ``GGUF_CASES`` x ``GGUF_ENTRY_POINTS`
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from collections.abc import Callable
@@ -599,6 +600,7 @@ CONVERT_CASES: dict[str, tuple[str, bytes | Callable[[bytes], bytes]]] = {
     "tokenizer_config.json not JSON": ("tokenizer_config.json", b"{"),
     "tokenizer.model truncated": ("tokenizer.model", lambda b: b[:-3]),
     "tokenizer.model varint runs off the end": ("tokenizer.model", b"\x0a\xff\xff"),
+    "tokenizer.model wire type 3": ("tokenizer.model", b"\x0b"),
     "tokenizer.model score cut": ("tokenizer.model", b"\x0a\x03\x0a\x01a\x0a\x02\x15\x00"),
 }
 
@@ -637,6 +639,38 @@ def test_hostile_checkpoint(
 ) -> None:
     path = hostile_checkpoint(case, files, tmp_path)
     CONVERT_ENTRY_POINTS[entry](path, tmp_path / "out.gguf", capfd)
+
+
+# What the message says is wrong, for the convert checks (the table above checks the file).
+CONVERT_MESSAGES = {
+    "tensor name unknown": r"cannot map tensor 'model\.norX\.weight' of a llama model",
+    "a weight is NaN": r"tensor model\.norm\.weight: holds NaN or infinite values",
+    "a weight overflows f16": r"v_proj\.weight: values up to 1e\+30 overflow F16; convert with "
+    r"--outtype f32 or bf16",
+    "config.json hidden_size a string": r"hidden_size must be a positive integer, got '64'",
+    "config.json head count zero": r"num_attention_heads must be a positive integer, got 0",
+    "config.json layers negative": r"num_hidden_layers must be a positive integer, got -2",
+    "config.json rope_theta NaN-like": r"rope_theta must be a positive number, got 'nan'",
+    "config.json architectures a string": r"architectures must be a list of names",
+    "config.json rope_scaling a number": r"rope_scaling must be an object, got 2",
+    "tokenizer.model truncated": r"truncated SentencePiece model",
+    "tokenizer.model wire type 3": r"not a SentencePiece model \(wire type 3\)",
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERT_MESSAGES))
+def test_convert_says_what_is_wrong(
+    case: str, files: dict[str, Path], tmp_path: Path, capfd
+) -> None:
+    path = hostile_checkpoint(case, files, tmp_path)
+    out = tmp_path / "out.gguf"
+    msg = expect_error(
+        rllm.ConvertError,
+        lambda: rllm.convert(path.parent, out, pre_tokenizer="llama-bpe"),
+        path,
+        capfd,
+    )
+    assert re.search(CONVERT_MESSAGES[case], msg), msg
 
 
 # --- random mutations (hypothesis) ------------------------------------------------------------
