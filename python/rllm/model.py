@@ -14,7 +14,7 @@ from .chat import ChatTemplate
 from .errors import ContextFullError
 from .hub import download, resolve_model
 from .loadlog import log_context, log_model
-from .tokenizer import Detokenizer, Tokenizer, TokenizerError
+from .tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Model", "Timings"]
 
@@ -417,57 +417,22 @@ class Model:
         ctx.eval(todo)
         t.prompt_ms = 1000 * (time.perf_counter() - start)
         t.prompt_tokens = len(todo)
-        stream = ctx.generate(
-            sampler, max_tokens=max_tokens, stop_ids=sorted(self.tokenizer.eog_ids)
-        )
-        detok = Detokenizer(self.tokenizer)
-        held = ""  # text that might be the start of a stop string
-        eog = 0
+        if max_tokens == 0:
+            t.finish_reason = "length"
+            return
+        stream = ctx.generate(sampler, max_tokens=max_tokens, stop=stops)
         start = time.perf_counter()
         try:
-            for tok in stream:
-                if self.tokenizer.is_eog(tok):
-                    eog = 1
-                    break
-                held += detok.push(tok)
-                cut = _find_stop(held, stops)
-                if cut is not None:
-                    t.finish_reason = "stop"
-                    if held[:cut]:
-                        yield held[:cut]
-                    return
-                safe = len(held) - _partial_stop(held, stops)
-                if safe > 0:
-                    yield held[:safe]
-                    held = held[safe:]
-            held += detok.flush()
-            cut = _find_stop(held, stops)
-            if held[:cut]:
-                yield held[:cut]
-            t.finish_reason = "stop" if cut is not None else stream.finish_reason
+            for chunk in stream:
+                if chunk.text:
+                    yield chunk.text
+            t.finish_reason = stream.finish_reason
         finally:
             t.eval_ms = 1000 * (time.perf_counter() - start)
-            t.eval_tokens = stream.n_generated
-            t.completion_tokens = stream.n_generated - eog
+            t.eval_tokens = stream.n_sampled
+            t.completion_tokens = stream.n_generated
 
 
 def _openai_finish(reason: str | None) -> str:
     """OpenAI's finish reasons: "stop", or "length" for a token limit or a full context."""
     return "stop" if reason == "stop" else "length"
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    """Index where the earliest stop string starts in ``text``, if any."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
-
-
-def _partial_stop(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best

@@ -2,9 +2,11 @@
 //! Immutable and shared by every [`crate::Context`] through an `Arc`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::arch::{self, HParams, Weights};
-use crate::error::Result;
+use crate::detok::Vocab;
+use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Metadata};
 
 #[derive(Debug)]
@@ -13,6 +15,8 @@ pub struct Model {
     pub hparams: HParams,
     pub weights: Weights,
     fingerprint: std::sync::OnceLock<u64>,
+    /// Built on first use (a large vocabulary takes a noticeable fraction of a second).
+    vocab: std::sync::OnceLock<std::result::Result<Arc<Vocab>, String>>,
 }
 
 /// The context length used when the caller does not choose one: the model's own, capped.
@@ -28,11 +32,24 @@ impl Model {
             hparams,
             weights,
             fingerprint: std::sync::OnceLock::new(),
+            vocab: std::sync::OnceLock::new(),
         })
     }
 
     pub fn metadata(&self) -> &Metadata {
         &self.file.metadata
+    }
+
+    /// The token table for detokenizing, built once from the metadata.
+    pub fn vocab(&self) -> Result<Arc<Vocab>> {
+        self.vocab
+            .get_or_init(|| {
+                Vocab::from_metadata(self.metadata())
+                    .map(Arc::new)
+                    .map_err(|e| format!("{}: {e}", self.file.path.display()))
+            })
+            .clone()
+            .map_err(Error::Tokenizer)
     }
 
     pub fn default_n_ctx(&self) -> usize {

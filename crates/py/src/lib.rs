@@ -12,6 +12,7 @@ mod kernels;
 mod model;
 mod quantize;
 mod sampler;
+mod scheduler;
 mod tokenizer;
 
 #[pymodule]
@@ -25,6 +26,9 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
+    m.add_class::<scheduler::Scheduler>()?;
+    m.add_class::<scheduler::Chunk>()?;
+    m.add_class::<scheduler::TokenLogprob>()?;
     m.add_class::<detok::Detokenizer>()?;
     kernels::register(m)?;
     quantize::register(m)?;
