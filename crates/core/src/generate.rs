@@ -141,11 +141,25 @@ impl Chunk {
     }
 }
 
-/// Changes one sequence's logits before sampling: logit bias today, grammar masks next. A
-/// processor sees every step of its sequence and is told which token was chosen.
+/// Changes one sequence's logits before sampling (logit bias, grammar masks). A processor sees
+/// every step of its sequence and is told which token was chosen.
+///
+/// A lazy processor (a grammar) leaves `process` empty and judges the sampled token in
+/// `allows`; when it refuses, the loop calls `mask` on the untouched logits and samples again.
 pub trait LogitsProcessor: Send + Sync {
     fn process(&mut self, logits: &mut [f32]);
+    /// Whether `token`, sampled from logits `process` left alone, may stand.
+    fn allows(&mut self, _token: u32) -> bool {
+        true
+    }
+    /// Leaves only the tokens `allows` would accept (the others at `-inf`).
+    fn mask(&mut self, _logits: &mut [f32]) {}
     fn accept(&mut self, _token: u32) {}
+    /// Set when the processor can no longer constrain the sequence; the generation ends with
+    /// this message.
+    fn error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Adds fixed values to some tokens' logits (`-inf` bans a token).
@@ -234,9 +248,27 @@ impl SeqDecoder {
         for p in &mut self.processors {
             p.process(logits);
         }
-        let tok = sampler.sample(logits, &self.history);
+        let mut tok = sampler.sample(logits, &self.history);
+        if self.processors.iter_mut().any(|p| !p.allows(tok)) {
+            for p in &mut self.processors {
+                p.mask(logits);
+            }
+            if logits.iter().all(|&l| l == f32::NEG_INFINITY) {
+                let why = self.processors.iter().find_map(|p| p.error());
+                let mut end = self.end(Finish::Error);
+                end.error =
+                    Some(why.unwrap_or_else(|| "no token satisfies the constraints".into()));
+                return (end, None);
+            }
+            tok = sampler.sample(logits, &self.history);
+        }
         for p in &mut self.processors {
             p.accept(tok);
+        }
+        if let Some(why) = self.processors.iter().find_map(|p| p.error()) {
+            let mut end = self.end(Finish::Error);
+            end.error = Some(why);
+            return (end, None);
         }
         self.n_sampled += 1;
         self.last_token = Some(tok);

@@ -8,6 +8,7 @@ use crate::arch::{self, HParams, Weights};
 use crate::detok::Vocab;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Metadata};
+use crate::grammar::TokenEnv;
 
 #[derive(Debug)]
 pub struct Model {
@@ -17,6 +18,8 @@ pub struct Model {
     fingerprint: std::sync::OnceLock<u64>,
     /// Built on first use (a large vocabulary takes a noticeable fraction of a second).
     vocab: std::sync::OnceLock<std::result::Result<Arc<Vocab>, String>>,
+    /// The vocabulary as grammars see it, built on first use.
+    token_env: std::sync::OnceLock<std::result::Result<Arc<TokenEnv>, String>>,
 }
 
 /// The context length used when the caller does not choose one: the model's own, capped.
@@ -33,6 +36,7 @@ impl Model {
             weights,
             fingerprint: std::sync::OnceLock::new(),
             vocab: std::sync::OnceLock::new(),
+            token_env: std::sync::OnceLock::new(),
         })
     }
 
@@ -47,6 +51,19 @@ impl Model {
                 Vocab::from_metadata(self.metadata())
                     .map(Arc::new)
                     .map_err(|e| format!("{}: {e}", self.file.path.display()))
+            })
+            .clone()
+            .map_err(Error::Tokenizer)
+    }
+
+    /// The token table grammars compile against, built once (after the vocabulary).
+    pub fn token_env(&self) -> Result<Arc<TokenEnv>> {
+        let vocab = self.vocab()?;
+        self.token_env
+            .get_or_init(|| {
+                TokenEnv::new(&vocab)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
             })
             .clone()
             .map_err(Error::Tokenizer)
