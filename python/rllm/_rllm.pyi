@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension ``rllm._rllm`` (bindings only; see rllm.Model for the
 friendly API). Checked against the built module by ``python -m mypy.stubtest rllm._rllm``."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -18,6 +18,7 @@ __all__ = [
     "BatchEngine",
     "TokenStream",
     "Scheduler",
+    "Grammar",
     "Chunk",
     "TokenLogprob",
     "Sampler",
@@ -148,6 +149,7 @@ class Context:
         n_keep: int | None = None,
         stop_ids: Sequence[int] = ...,
         skip_special: bool = False,
+        grammar: Grammar | None = None,
     ) -> TokenStream:
         """Chunks of a generation after the evaluated prompt, one per token: sampling,
         detokenizing and stops in Rust; ``n_keep`` turns on context shift."""
@@ -270,6 +272,7 @@ class Scheduler:
         logit_bias: dict[int, float] | None = None,
         ignore_eos: bool = False,
         logprobs: int | None = None,
+        grammar: Grammar | None = None,
     ) -> int: ...
     def check_params(
         self,
@@ -283,6 +286,29 @@ class Scheduler:
     def wake(self) -> None: ...
     def step(self, wait: float = 0.0) -> tuple[list[tuple[int, int]], list[tuple[int, Chunk]]]:
         """``(admitted [(id, cached prompt tokens)], chunks [(id, Chunk)])``."""
+
+@final
+class Grammar:
+    """The language a completion must be in: a JSON schema, regex, Lark or GBNF grammar,
+    checked when made (ValueError naming the problem)."""
+
+    @staticmethod
+    def from_json_schema(schema: str | Mapping[str, Any] | type) -> Grammar: ...
+    @staticmethod
+    def json_object() -> Grammar: ...
+    @staticmethod
+    def from_regex(pattern: str) -> Grammar: ...
+    @staticmethod
+    def from_lark(grammar: str) -> Grammar: ...
+    @staticmethod
+    def from_gbnf(grammar: str) -> Grammar: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def lark(self) -> str | None: ...
+    def matches(self, text: str) -> bool: ...
 
 @final
 class Sampler:

@@ -12,6 +12,7 @@ from typing import Any
 from . import _rllm
 from .chat import ChatTemplate
 from .errors import ContextFullError
+from .grammar import Grammar, constraint, response_format_grammar
 from .hub import download, resolve_model
 from .loadlog import log_context, log_model
 from .tokenizer import Tokenizer, TokenizerError
@@ -228,12 +229,26 @@ class Model:
         repeat_last_n: int = 64,
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
+        json_schema: Any = None,
+        grammar: Grammar | str | None = None,
+        regex: str | None = None,
     ) -> str | Iterator[str]:
         """Continue ``prompt`` (text, or token ids). Returns the generated text, or with
         ``stream=True`` an iterator of text pieces, each valid UTF-8. Generation ends at an
         end-of-generation token, a ``stop`` string (not included), ``max_tokens`` tokens
         (``None`` or -1: until the context is full), or a full context. The penalties look at
-        the last ``repeat_last_n`` tokens (0 = none, -1 = the whole context)."""
+        the last ``repeat_last_n`` tokens (0 = none, -1 = the whole context).
+
+        Constrained decoding (at most one): ``json_schema`` (JSON text, a dict, or a pydantic
+        model class), ``grammar`` (a :class:`~rllm.Grammar`, or llama.cpp GBNF text) or
+        ``regex``: every token that would leave the language is masked, and the text ends
+        when the language does. An invalid schema or grammar raises ``ValueError``; one that
+        cannot finish within ``max_tokens`` stops there (finish reason ``"length"``).
+
+        >>> model.generate("Pick:", grammar='root ::= "yes" | "no"')   # doctest: +SKIP
+        ' no'
+        """
+        constrained = constraint(json_schema, grammar, regex)
         sampler = _rllm.Sampler(
             temperature=temperature,
             top_k=top_k,
@@ -262,7 +277,7 @@ class Model:
             raise ContextFullError(
                 f"the prompt is {len(ids)} tokens long but the context holds {self.n_ctx}"
             )
-        pieces = self._stream(ids, sampler, max_tokens, stops)
+        pieces = self._stream(ids, sampler, max_tokens, stops, constrained)
         return pieces if stream else "".join(pieces)
 
     # --- chat ---------------------------------------------------------------------------
@@ -330,13 +345,25 @@ class Model:
         frequency_penalty: float = 0.0,
         repeat_penalty: float = 1.0,
         model: str | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        grammar: Grammar | str | None = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """An OpenAI-style chat completion, shaped as llama-cpp-python's: a
         ``chat.completion`` dict, or with ``stream=True`` an iterator of
         ``chat.completion.chunk`` dicts (a role delta, content deltas, then an empty delta
         with the finish reason). ``tools`` reach the template; no tool call is parsed, and
         ``tool_choice`` is accepted for compatibility and ignored. ``max_tokens`` None or
-        <= 0 generates until an end-of-generation token or a full context."""
+        <= 0 generates until an end-of-generation token or a full context.
+
+        ``response_format`` is OpenAI's (``{"type": "json_object"}``, or ``{"type":
+        "json_schema", "json_schema": {"name": ..., "schema": {...}}}``) and ``grammar`` a
+        :class:`~rllm.Grammar` or GBNF text, as llama-cpp-python takes them; the reply is
+        constrained to that language. ValueError for an invalid one."""
+        constrained = response_format_grammar(response_format)
+        if grammar is not None:
+            if constrained is not None:
+                raise ValueError("give response_format or grammar, not both")
+            constrained = constraint(grammar=grammar)
         ids = self.chat_prompt(messages, tools)
         pieces = self.generate(
             ids,
@@ -351,6 +378,7 @@ class Model:
             seed=seed,
             stop=stop,
             stream=True,
+            grammar=constrained,
         )
         assert not isinstance(pieces, str)
         head = {
@@ -409,7 +437,12 @@ class Model:
         return ctx, ids[n:]
 
     def _stream(
-        self, ids: list[int], sampler: _rllm.Sampler, max_tokens: int | None, stops: list[str]
+        self,
+        ids: list[int],
+        sampler: _rllm.Sampler,
+        max_tokens: int | None,
+        stops: list[str],
+        grammar: Grammar | None = None,
     ) -> Iterator[str]:
         t = self.timings = Timings(load_ms=self.timings.load_ms)
         ctx, todo = self._context_for(ids)
@@ -420,7 +453,7 @@ class Model:
         if max_tokens == 0:
             t.finish_reason = "length"
             return
-        stream = ctx.generate(sampler, max_tokens=max_tokens, stop=stops)
+        stream = ctx.generate(sampler, max_tokens=max_tokens, stop=stops, grammar=grammar)
         start = time.perf_counter()
         try:
             for chunk in stream:

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use crate::context::Context;
 use crate::detok::{StreamDecoder, Vocab};
 use crate::error::{Error, Result};
+use crate::grammar::GrammarSpec;
 use crate::sampler::Sampler;
 
 /// Most alternatives a caller may ask for per token (OpenAI's limit).
@@ -46,6 +47,8 @@ pub struct GenParams {
     pub stop_ids: Vec<u32>,
     /// Leave control tokens out of the text (as llama.cpp's terminal programs print).
     pub skip_special: bool,
+    /// The language the completion must be in (a JSON schema, regex or grammar).
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl GenParams {
@@ -426,8 +429,12 @@ impl ContextStream {
         }
         let room = shift_keep.is_none().then(|| ctx.n_ctx() - ctx.n_past());
         let vocab = ctx.model().vocab()?;
+        let mut dec = SeqDecoder::new(vocab, params, ctx.tokens(), room);
+        if let Some(spec) = &params.grammar {
+            dec.add_processor(Box::new(ctx.model().token_env()?.processor(spec)?));
+        }
         Ok(ContextStream {
-            dec: SeqDecoder::new(vocab, params, ctx.tokens(), room),
+            dec,
             pending: None,
             shift_keep,
             n_discarded: 0,

@@ -25,6 +25,7 @@ use crate::context::ContextParams;
 use crate::detok::Vocab;
 use crate::error::{Error, Result};
 use crate::generate::{Chunk, Finish, GenParams, SeqDecoder};
+use crate::grammar::GrammarProcessor;
 use crate::model::Model;
 use crate::sampler::Sampler;
 
@@ -36,6 +37,8 @@ struct Waiting {
     prompt: Vec<u32>,
     params: GenParams,
     sampler: Sampler,
+    /// Built at submission, so that a grammar that does not fit the vocabulary fails there.
+    grammar: Option<GrammarProcessor>,
 }
 
 struct Running {
@@ -85,6 +88,7 @@ struct Inbox {
 /// `&self`: any thread may submit and cancel while another runs the steps (submitting never
 /// waits for a forward pass).
 pub struct Scheduler {
+    model: Arc<Model>,
     n_ctx: usize,
     n_vocab: usize,
     n_slots: usize,
@@ -102,9 +106,10 @@ impl Scheduler {
     pub fn new(model: Arc<Model>, n_slots: usize, params: &ContextParams) -> Result<Self> {
         let vocab = model.vocab()?;
         let n_vocab = model.hparams.n_vocab;
-        let engine = BatchEngine::new(model, n_slots, params)?;
+        let engine = BatchEngine::new(Arc::clone(&model), n_slots, params)?;
         let n_batch = engine.n_batch().max(n_slots);
         Ok(Scheduler {
+            model,
             n_ctx: engine.n_ctx(),
             n_vocab,
             n_slots,
@@ -181,6 +186,10 @@ impl Scheduler {
                 needed,
             });
         }
+        let grammar = match &params.grammar {
+            Some(spec) => Some(self.model.token_env()?.processor(spec)?),
+            None => None,
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.lock_inbox().submits.push(Waiting {
@@ -188,6 +197,7 @@ impl Scheduler {
             prompt,
             params,
             sampler,
+            grammar,
         });
         self.work_arrived.notify_all();
         Ok(id)
@@ -374,7 +384,14 @@ impl Inner {
                 id: w.id,
                 todo: w.prompt[kept..].to_vec(),
                 next: None,
-                dec: SeqDecoder::new(Arc::clone(&self.vocab), &w.params, &w.prompt, Some(room)),
+                dec: {
+                    let mut dec =
+                        SeqDecoder::new(Arc::clone(&self.vocab), &w.params, &w.prompt, Some(room));
+                    if let Some(g) = w.grammar {
+                        dec.add_processor(Box::new(g));
+                    }
+                    dec
+                },
                 sampler: w.sampler,
                 cancelled: false,
             });

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rllm_core::{ContextParams, ContextStream, Finish};
 
 use crate::errors::catch;
+use crate::grammar::Grammar;
 use crate::model::Model;
 use crate::sampler::Sampler;
 use crate::scheduler::{gen_params, Chunk};
@@ -152,9 +153,11 @@ impl Context {
     /// at an end-of-generation token, a `stop` string, `max_tokens` tokens (None = no limit)
     /// or a full context. With `n_keep`, a full context drops half of the tokens after the
     /// first `n_keep` (llama.cpp's context shift) and goes on. `stop_ids` end the generation
-    /// after they are handed out; `skip_special` leaves control tokens out of the text.
+    /// after they are handed out; `skip_special` leaves control tokens out of the text;
+    /// `grammar` constrains the completion to its language.
     #[pyo3(signature = (sampler, max_tokens=None, stop=Vec::new(), logit_bias=None,
-        ignore_eos=false, logprobs=None, n_keep=None, stop_ids=Vec::new(), skip_special=false))]
+        ignore_eos=false, logprobs=None, n_keep=None, stop_ids=Vec::new(), skip_special=false,
+        grammar=None))]
     fn generate(
         slf: Bound<'_, Self>,
         sampler: Bound<'_, Sampler>,
@@ -166,6 +169,7 @@ impl Context {
         n_keep: Option<usize>,
         stop_ids: Vec<u32>,
         skip_special: bool,
+        grammar: Option<PyRef<'_, Grammar>>,
     ) -> PyResult<TokenStream> {
         let params = gen_params(
             max_tokens,
@@ -175,6 +179,7 @@ impl Context {
             logprobs,
             stop_ids,
             skip_special,
+            grammar.as_deref(),
         )?;
         let stream = {
             let ctx = slf.borrow();

@@ -8,6 +8,7 @@ mod context;
 mod convert;
 mod detok;
 mod errors;
+mod grammar;
 mod kernels;
 mod model;
 mod quantize;
@@ -26,6 +27,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
+    m.add_class::<grammar::Grammar>()?;
     m.add_class::<scheduler::Scheduler>()?;
     m.add_class::<scheduler::Chunk>()?;
     m.add_class::<scheduler::TokenLogprob>()?;

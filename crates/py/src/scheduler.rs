@@ -10,6 +10,7 @@ use rllm_core::{Finish, GenParams};
 
 use crate::context::{context_params, positive};
 use crate::errors::catch;
+use crate::grammar::Grammar;
 use crate::model::Model;
 use crate::sampler::Sampler;
 
@@ -142,6 +143,7 @@ pub(crate) fn gen_params(
     logprobs: Option<i64>,
     stop_ids: Vec<u32>,
     skip_special: bool,
+    grammar: Option<&Grammar>,
 ) -> PyResult<GenParams> {
     let max_tokens = positive("max_tokens", max_tokens)?;
     let mut bias = Vec::new();
@@ -168,6 +170,7 @@ pub(crate) fn gen_params(
         logprobs,
         stop_ids,
         skip_special,
+        grammar: grammar.map(|g| g.spec.clone()),
     })
 }
 
@@ -235,12 +238,14 @@ impl Scheduler {
         Ok(py.detach(|| catch(|| self.inner.cached_tokens(slot)))?)
     }
 
-    /// Queue a generation after `prompt` (token ids), sampled with a copy of `sampler`.
-    /// Raises ValueError for bad arguments and ContextFullError when it cannot fit.
+    /// Queue a generation after `prompt` (token ids), sampled with a copy of `sampler` and
+    /// constrained to `grammar`. Raises ValueError for bad arguments and ContextFullError when
+    /// it cannot fit.
     #[pyo3(signature = (prompt, sampler, max_tokens=None, stop=Vec::new(), logit_bias=None,
-        ignore_eos=false, logprobs=None))]
+        ignore_eos=false, logprobs=None, grammar=None))]
     fn submit(
         &self,
+        py: Python<'_>,
         prompt: Vec<u32>,
         sampler: &Sampler,
         max_tokens: Option<i64>,
@@ -248,6 +253,7 @@ impl Scheduler {
         logit_bias: Option<HashMap<i64, f32>>,
         ignore_eos: bool,
         logprobs: Option<i64>,
+        grammar: Option<PyRef<'_, Grammar>>,
     ) -> PyResult<u64> {
         let params = gen_params(
             max_tokens,
@@ -257,10 +263,10 @@ impl Scheduler {
             logprobs,
             Vec::new(),
             false,
+            grammar.as_deref(),
         )?;
-        Ok(catch(|| {
-            self.inner.submit(prompt, sampler.inner.clone(), params)
-        })?)
+        let sampler = sampler.inner.clone();
+        Ok(py.detach(|| catch(|| self.inner.submit(prompt, sampler, params)))?)
     }
 
     /// Raise ValueError if `submit` would refuse these generation arguments.
@@ -282,6 +288,7 @@ impl Scheduler {
             logprobs,
             Vec::new(),
             false,
+            None,
         )?;
         Ok(catch(|| params.validate(self.inner.n_vocab()))?)
     }
