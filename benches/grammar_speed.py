@@ -64,9 +64,8 @@ def main() -> None:
             print(f"round {r} {kind:6s} {t.eval_tokens:4d} tokens {rates[kind][-1]:7.2f} t/s")
     free = statistics.median(rates["free"])
     schema = statistics.median(rates["schema"])
-    print(
-        f"median: free {free:.2f} t/s, schema {schema:.2f} t/s, cost {100 * (1 - schema / free):.1f}%"
-    )
+    cost = 100 * (1 - schema / free)
+    print(f"median: free {free:.2f} t/s, schema {schema:.2f} t/s, cost {cost:.1f}%")
 
 
 if __name__ == "__main__":

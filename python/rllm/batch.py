@@ -49,7 +49,8 @@ class SamplingParams:
     end-of-generation token, a stop string or a full context. ``logit_bias`` maps token ids to
     values added to their logits; ``ignore_eos`` forbids end-of-generation tokens.
     ``logprobs`` None reports none; ``k >= 0`` reports each chosen token's log-probability and
-    the ``k`` most likely alternatives. The Rust scheduler checks every field on submit."""
+    the ``k`` most likely alternatives. ``grammar`` constrains the completion to its language.
+    The Rust scheduler checks every field on submit."""
 
     max_tokens: int | None = 128
     temperature: float = 0.8
@@ -66,11 +67,14 @@ class SamplingParams:
     logit_bias: Mapping[int, float] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None
+    grammar: _rllm.Grammar | None = None
 
     def check(self, scheduler: _rllm.Scheduler) -> None:
-        """Raise ValueError naming the first bad field."""
+        """Raise ValueError naming the first bad field (a grammar was checked when made)."""
         self.sampler()
-        scheduler.check_params(**self.stops())
+        args = self.stops()
+        del args["grammar"]
+        scheduler.check_params(**args)
 
     def sampler(self) -> _rllm.Sampler:
         return _rllm.Sampler(
@@ -95,6 +99,7 @@ class SamplingParams:
             "logit_bias": dict(self.logit_bias) if self.logit_bias else None,
             "ignore_eos": self.ignore_eos,
             "logprobs": self.logprobs,
+            "grammar": self.grammar,
         }
 
 
