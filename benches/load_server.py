@@ -182,7 +182,7 @@ def start_server(args: argparse.Namespace, which: str) -> tuple[subprocess.Popen
     if which == "rllm":
         cmd = [sys.executable, "-m", "rllm.server", "-m", args.serve, "--max-queue", "256"]
     else:
-        cmd = [args.llama_server, "-m", args.serve, "--log-disable"]
+        cmd = [args.llama_server, "-m", args.serve]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.parallel)]
     if args.ctx_size:
         cmd += ["-c", str(args.ctx_size)]
