@@ -209,8 +209,9 @@ impl SeqDecoder {
         let mut bias = params.logit_bias.clone();
         if params.ignore_eos {
             bias.extend(
-                (0..vocab.n_vocab() as u32)
-                    .filter(|&t| vocab.is_eog(t))
+                vocab
+                    .eog_tokens()
+                    .into_iter()
                     .map(|t| (t, f32::NEG_INFINITY)),
             );
         }

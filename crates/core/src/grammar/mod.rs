@@ -203,7 +203,7 @@ impl std::fmt::Debug for TokenEnv {
 impl TokenEnv {
     pub fn new(vocab: &Vocab) -> Result<Self> {
         let n = vocab.n_vocab();
-        let eog: Vec<u32> = (0..n as u32).filter(|&t| vocab.is_eog(t)).collect();
+        let eog = vocab.eog_tokens();
         let eos = vocab.eos.or_else(|| eog.first().copied()).ok_or_else(|| {
             Error::Tokenizer("the vocabulary has no end-of-generation token".into())
         })?;
