@@ -161,6 +161,7 @@ def test_bad_arguments_name_the_field(tiny: rllm.Model) -> None:
         ({"stop": [""]}, "stop"),
         ({"logit_bias": {10**9: 1.0}}, "logit_bias"),
         ({"logit_bias": {1: float("nan")}}, "NaN"),
+        ({"logit_bias": {-1: 1.0}}, "logit_bias: token id -1"),
         ({"logprobs": 21}, "logprobs"),
         ({"logprobs": -1}, "logprobs"),
     ]:
@@ -177,6 +178,10 @@ def test_bad_arguments_name_the_field(tiny: rllm.Model) -> None:
     with pytest.raises(ValueError, match="finish_reason"):
         _rllm.Chunk(finish_reason="done")
     assert sched.n_queued == 0 and sched.step() == ([], [])
+    ctx = tiny.context(n_ctx=32)
+    ctx.eval([1, 2])
+    with pytest.raises(ValueError, match="stop id 1000000 out of range"):
+        ctx.generate(s, stop_ids=[10**6])
 
 
 def test_threads_generate_at_once(tiny: rllm.Model, tmp_path: Path) -> None:
