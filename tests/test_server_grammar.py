@@ -122,10 +122,13 @@ def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
 def test_json_object_and_grammar_extra_body(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
         model="qwen",
-        messages=[{"role": "user", "content": "Describe a dog in JSON."}],
+        messages=[{"role": "user", "content": "Give a dog's name and age as a JSON object."}],
         response_format={"type": "json_object"},
-        max_tokens=150,
+        max_tokens=300,
+        temperature=0,
     )
+    # Greedy, short prompt: the object closes well inside max_tokens on every CPU tier.
+    assert r.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
     yes_no = 'root ::= ("yes" | "no") "."'
     r = client.chat.completions.create(
