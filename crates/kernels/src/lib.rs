@@ -8,10 +8,12 @@ pub mod blocks;
 pub mod dispatch;
 pub mod gemm;
 pub mod matmul;
+pub mod pool;
 mod simd;
 pub mod types;
 
 pub use dispatch::{active_isa, DotKernel, Isa};
+pub use pool::ThreadPool;
 pub use types::{GgmlType, QK_K};
 
 /// True if this crate can dequantize `ty` and multiply it against activations.
