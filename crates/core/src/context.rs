@@ -38,7 +38,7 @@ pub(crate) struct Engine {
     pub n_ctx: usize,
     pub ropes: Ropes,
     pub scratch: Scratch,
-    pub pool: rayon::ThreadPool,
+    pub pool: rllm_kernels::ThreadPool,
 }
 
 impl Engine {
@@ -75,13 +75,9 @@ impl Engine {
                 )));
             }
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .thread_name(|i| format!("rllm-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
-            })?;
+        let pool = rllm_kernels::ThreadPool::new(n_threads).map_err(|e| {
+            Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
+        })?;
         Ok(Engine {
             scratch: Scratch::new(hp, n_batch, n_ctx),
             ropes: Ropes {
@@ -110,8 +106,7 @@ impl Engine {
     /// One forward pass over `seqs` (at most `n_batch` tokens together) on the pool.
     pub fn run(&mut self, seqs: &mut [Seq], logits: &mut Vec<f32>) {
         let (model, ropes, scratch) = (&*self.model, &self.ropes, &mut self.scratch);
-        self.pool
-            .install(|| forward(model, ropes, scratch, seqs, logits));
+        forward(&self.pool, model, ropes, scratch, seqs, logits);
     }
 
     /// Tokens `ids` are valid for this model.
@@ -167,7 +162,7 @@ impl Context {
     }
 
     pub fn n_threads(&self) -> usize {
-        self.engine.pool.current_num_threads()
+        self.engine.pool.n_threads()
     }
 
     /// Number of tokens in the cache.

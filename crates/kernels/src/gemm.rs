@@ -17,8 +17,8 @@ use crate::blocks::{
     QuantBlock,
 };
 use crate::dispatch::Isa;
+use crate::pool::{chunks, columns, ThreadPool};
 use crate::types::GgmlType;
-use rayon::prelude::*;
 
 /// Below this many activation rows the per-row dot path is faster: unpacking a weight row
 /// costs about as much as a handful of dot products with it. Results are the same either way.
@@ -45,8 +45,8 @@ pub struct GemmActs {
 
 impl GemmActs {
     /// Quantize the rows of `x` (`n_cols` values each, `n_cols` a multiple of 32), reusing the
-    /// buffers.
-    pub fn quantize(&mut self, x: &[f32], n_cols: usize) {
+    /// buffers, in parallel over rows.
+    pub fn quantize(&mut self, pool: &ThreadPool, x: &[f32], n_cols: usize) {
         assert!(
             n_cols % 32 == 0 && (n_cols == 0 || x.len() % n_cols == 0),
             "gemm activations: {} values are not rows of {n_cols} (a multiple of 32)",
@@ -61,12 +61,20 @@ impl GemmActs {
         if n_cols == 0 {
             return;
         }
-        self.q
-            .par_chunks_mut(n_cols)
-            .zip(self.d.par_chunks_mut(n_cols / 32))
-            .zip(self.s.par_chunks_mut(n_cols / 32))
-            .zip(x.par_chunks(n_cols))
-            .for_each(|(((q, d), s), x)| {
+        let nb = n_cols / 32;
+        let parts = (
+            chunks(&mut self.q, n_cols),
+            chunks(&mut self.d, nb),
+            chunks(&mut self.s, nb),
+        );
+        pool.split(parts, |rows, (q, d, s)| {
+            let x = &x[rows.start * n_cols..rows.end * n_cols];
+            let rows = q
+                .chunks_exact_mut(n_cols)
+                .zip(d.chunks_exact_mut(nb))
+                .zip(s.chunks_exact_mut(nb))
+                .zip(x.chunks_exact(n_cols));
+            for (((q, d), s), x) in rows {
                 for (b, (qb, xb)) in q.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
                     let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
                     let (db, id) = crate::blocks::q8_0_scales(amax);
@@ -77,7 +85,8 @@ impl GemmActs {
                     d[b] = half::f16::from_f32(db).to_f32();
                     s[b] = half::f16::from_f32(sum as f32 * db).to_f32();
                 }
-            });
+            }
+        });
     }
 
     pub fn rows(&self) -> usize {
@@ -208,8 +217,16 @@ impl Gemm {
 
     /// `y[t·n_rows + r] = Σ_c w[r, c]·a[t, c]` for every activation row `t` of `a` and weight
     /// row `r` of `w` (`n_rows` rows of `n_cols` values of the weight type), in parallel over
-    /// weight rows on the current rayon pool. Panics if a length disagrees.
-    pub fn matmul(&self, w: &[u8], n_rows: usize, n_cols: usize, a: &GemmActs, y: &mut [f32]) {
+    /// weight rows on `pool`. Panics if a length disagrees.
+    pub fn matmul(
+        &self,
+        pool: &ThreadPool,
+        w: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        a: &GemmActs,
+        y: &mut [f32],
+    ) {
         let Kind::Blocks32 {
             signed,
             has_mins,
@@ -260,13 +277,14 @@ impl Gemm {
                     }
                 }
             };
-        tiled(w, w_row, a.m, y, unpack_rows, run_tile);
+        tiled(pool, w, w_row, a.m, y, unpack_rows, run_tile);
     }
 
     /// As [`Self::matmul`] for K-quant weights, with `a` holding `m` rows of the weight
     /// type's dot-kernel activations (Q8_K blocks, from [`crate::matmul::quantize_rows`]).
     pub fn matmul_q8k(
         &self,
+        pool: &ThreadPool,
         w: &[u8],
         n_rows: usize,
         n_cols: usize,
@@ -313,7 +331,7 @@ impl Gemm {
             // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
             unsafe { tile(kind, &ws, &acts, out) };
         };
-        tiled(w, w_row, m, y, unpack_rows, run_tile);
+        tiled(pool, w, w_row, m, y, unpack_rows, run_tile);
     }
 
     /// Shared shape checks: the weight row size, or `None` when there is nothing to compute
@@ -350,11 +368,16 @@ impl Gemm {
 /// One tile's outputs, `[weight row][activation row]`.
 type Tile = [[f32; TILE_T]; TILE_R];
 
-/// Split the weight rows of `w` over tasks; each unpacks its rows once with `unpack`, then runs
-/// `tile` over its rows × all `m` activation rows and writes that column range of `y`. Tiles
-/// get row indices (local to the task's unpacked rows, and activation rows); partial tiles
-/// repeat their last index and those results are dropped.
+/// Weight rows a thread unpacks at a time: they stay in cache while every activation row is
+/// multiplied with them.
+const ROWS_PER_PASS: usize = 32;
+
+/// Split the weight rows of `w` over the threads; each unpacks [`ROWS_PER_PASS`] of its rows at
+/// a time with `unpack`, then runs `tile` over those rows × all `m` activation rows and writes
+/// those columns of `y`. Tiles get row indices (local to the unpacked rows, and activation
+/// rows); partial tiles repeat their last index and those results are dropped.
 fn tiled<U>(
+    pool: &ThreadPool,
     w: &[u8],
     w_row: usize,
     m: usize,
@@ -363,38 +386,28 @@ fn tiled<U>(
     tile: impl Fn(&U, [usize; TILE_R], [usize; TILE_T], &mut Tile) + Sync,
 ) {
     let n_rows = w.len() / w_row;
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n_rows
-        .div_ceil(4 * threads)
-        .clamp(2 * TILE_R, 32)
-        .next_multiple_of(TILE_R);
-    let n_tasks = n_rows.div_ceil(chunk);
-    let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_t in y.chunks_mut(n_rows) {
-        for (c, part) in y_t.chunks_mut(chunk).enumerate() {
-            outs[c].push(part);
-        }
-    }
-    outs.into_par_iter()
-        .zip(w.par_chunks(chunk * w_row))
-        .for_each(|(mut out, ws)| {
-            let rows = ws.len() / w_row;
-            let u = unpack(ws);
+    pool.split(columns(y, n_rows, TILE_R), |_, mut out| {
+        let cols = out.cols();
+        for r0 in cols.clone().step_by(ROWS_PER_PASS) {
+            let r1 = cols.end.min(r0 + ROWS_PER_PASS);
+            let (rows, c0) = (r1 - r0, r0 - cols.start);
+            let u = unpack(&w[r0 * w_row..r1 * w_row]);
             let mut t = [[0f32; TILE_T]; TILE_R];
             for t0 in (0..m).step_by(TILE_T) {
                 let nt = TILE_T.min(m - t0);
                 let ts = std::array::from_fn(|j| t0 + j.min(nt - 1));
-                for r0 in (0..rows).step_by(TILE_R) {
-                    let nr = TILE_R.min(rows - r0);
-                    tile(&u, std::array::from_fn(|i| r0 + i.min(nr - 1)), ts, &mut t);
+                for i0 in (0..rows).step_by(TILE_R) {
+                    let nr = TILE_R.min(rows - i0);
+                    tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
                     for (i, ti) in t[..nr].iter().enumerate() {
                         for (j, &v) in ti[..nt].iter().enumerate() {
-                            out[t0 + j][r0 + i] = v;
+                            out.row(t0 + j)[c0 + i0 + i] = v;
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Unpacked 32-element-block weight rows.
@@ -631,6 +644,7 @@ mod tests {
     /// shape, and stays near the scalar reference and the exact product.
     #[test]
     fn gemm_equals_dot_path_bit_for_bit() {
+        let pool = ThreadPool::new(3).unwrap();
         let mut seed = 11;
         for ty in TYPES {
             for (n_rows, n_cols, m) in [
@@ -648,21 +662,30 @@ mod tests {
                     quantize_row(ty, wr, br, None);
                 }
                 let mut acts = GemmActs::default();
-                acts.quantize(&x, n_cols);
+                acts.quantize(&pool, &x, n_cols);
                 let scalar = dot_kernel_for(ty, Isa::Scalar).unwrap();
                 let mut a = Vec::new();
-                crate::matmul::quantize_rows(&scalar, &x, n_cols, &mut a);
+                crate::matmul::quantize_rows(&pool, &scalar, &x, n_cols, &mut a);
                 let mut reference = vec![0f32; m * n_rows];
-                crate::matmul::matmul(&scalar, &bytes, n_rows, n_cols, &a, m, &mut reference);
+                crate::matmul::matmul(
+                    &pool,
+                    &scalar,
+                    &bytes,
+                    n_rows,
+                    n_cols,
+                    &a,
+                    m,
+                    &mut reference,
+                );
                 for isa in available_isas() {
                     let Some(g) = Gemm::new(ty, isa) else {
                         continue;
                     };
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut dots = vec![0f32; m * n_rows];
-                    crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
+                    crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
                     let mut got = vec![0f32; m * n_rows];
-                    g.matmul(&bytes, n_rows, n_cols, &acts, &mut got);
+                    g.matmul(&pool, &bytes, n_rows, n_cols, &acts, &mut got);
                     for (i, ((g, d), r)) in got.iter().zip(&dots).zip(&reference).enumerate() {
                         assert_eq!(
                             g.to_bits(),
@@ -682,6 +705,7 @@ mod tests {
     /// The K-quant GEMM gives bit for bit what the dot path gives on the same Q8_K rows.
     #[test]
     fn k_gemm_equals_dot_path_bit_for_bit() {
+        let pool = ThreadPool::new(3).unwrap();
         let mut seed = 3;
         for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
             for (n_rows, n_cols, m) in [(1, 256, 1), (3, 512, 5), (8, 256, 4), (7, 1536, 9)] {
@@ -699,11 +723,11 @@ mod tests {
                     assert_eq!(g.input(), GemmInput::Q8K);
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut a = Vec::new();
-                    crate::matmul::quantize_rows(&k, &x, n_cols, &mut a);
+                    crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);
                     let mut dots = vec![0f32; m * n_rows];
-                    crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
+                    crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
                     let mut got = vec![0f32; m * n_rows];
-                    g.matmul_q8k(&bytes, n_rows, n_cols, &a, m, &mut got);
+                    g.matmul_q8k(&pool, &bytes, n_rows, n_cols, &a, m, &mut got);
                     for (i, (g, d)) in got.iter().zip(&dots).enumerate() {
                         assert_eq!(
                             g.to_bits(),
