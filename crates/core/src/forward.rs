@@ -129,6 +129,48 @@ impl ActCache {
             None => matmul::matmul(pool, k, w.data(map), w.rows, w.cols, &self.bytes, m, out),
         }
     }
+
+    /// [`Self::project`] of one input `x` with several matrices (Q, K, V; gate, up). Where
+    /// they all take the dot path with one activation format (decode and small batches), the
+    /// products run as one parallel job, which saves a fork-join per extra matrix; prompts,
+    /// whose products are long, take them one at a time. The outputs are the same either way.
+    fn project_parts<const N: usize>(
+        &mut self,
+        pool: &ThreadPool,
+        map: &GgufFile,
+        ws: [&Matrix; N],
+        x: &[f32],
+        m: usize,
+        outs: [&mut [f32]; N],
+    ) {
+        let Some(&first) = ws.first() else {
+            return;
+        };
+        let one_job = ws.iter().all(|w| {
+            w.kernel.act == first.kernel.act
+                && w.cols == first.cols
+                && (m < gemm::MIN_ROWS || w.gemm.is_none())
+        });
+        if !one_job {
+            for (w, out) in ws.into_iter().zip(outs) {
+                self.project(pool, map, w, x, m, out);
+            }
+            return;
+        }
+        let k = &first.kernel;
+        if self.format != Some(ActFormat::Dot(k.act)) {
+            matmul::quantize_rows(pool, k, &x[..m * first.cols], first.cols, &mut self.bytes);
+            self.format = Some(ActFormat::Dot(k.act));
+        }
+        let mut outs = outs.into_iter();
+        let outs = std::array::from_fn(|j| outs.next().unwrap().split_at_mut(m * ws[j].rows).0);
+        let ws = ws.map(|w| matmul::Weights {
+            kernel: &w.kernel,
+            w: w.data(map),
+            n_rows: w.rows,
+        });
+        matmul::matmul_parts(pool, ws, first.cols, &self.bytes, m, outs);
+    }
 }
 
 /// One sequence's part of a batch: its tokens, where they go, and its own KV cache.
@@ -289,9 +331,8 @@ fn attention_block(
     s.act.invalidate();
     match &layer.qkv {
         Qkv::Split { wq, wk, wv } => {
-            s.act.project(pool, map, wq, &s.xn, m, &mut s.q);
-            s.act.project(pool, map, wk, &s.xn, m, &mut s.k);
-            s.act.project(pool, map, wv, &s.xn, m, &mut s.v);
+            let outs = [&mut s.q[..], &mut s.k[..], &mut s.v[..]];
+            s.act.project_parts(pool, map, [wq, wk, wv], &s.xn, m, outs);
             if let Some(b) = &layer.qkv_bias {
                 add_bias(&mut s.q[..m * qd], &b[..qd]);
                 add_bias(&mut s.k[..m * kvd], &b[qd..qd + kvd]);
@@ -428,8 +469,9 @@ fn ffn_block(
     s.act.invalidate();
     match &layer.ffn_gate {
         Some(gate) => {
-            s.act.project(pool, map, gate, &s.xn, m, &mut s.gate);
-            s.act.project(pool, map, &layer.ffn_up, &s.xn, m, &mut s.up);
+            let outs = [&mut s.gate[..], &mut s.up[..]];
+            s.act
+                .project_parts(pool, map, [gate, &layer.ffn_up], &s.xn, m, outs);
         }
         None => {
             // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move

@@ -1,7 +1,7 @@
 //! Row-parallel matrix products over a [`DotKernel`]: `y = a · wᵀ` for quantized weight rows
 //! and quantized activation rows, on a [`ThreadPool`].
 //!
-//! Work is split by weight rows: each thread owns one contiguous run of rows and computes
+//! Work is split by weight rows: each task owns one contiguous run of rows and computes
 //! their outputs for every activation row, so each weight row is read from memory once per
 //! call (decode, m = 1, is bound by that read). Prompt-sized products of the common types go to
 //! [`crate::gemm`] instead; this path serves decode, small batches and the remaining types.
@@ -28,57 +28,91 @@ pub fn matmul(
     m: usize,
     y: &mut [f32],
 ) {
-    let w_row = k
-        .weight
-        .row_bytes(n_cols)
-        .unwrap_or_else(|| panic!("matmul: {n_cols} columns do not fill {} rows", k.weight));
-    let a_row = k.act_row_bytes(n_cols);
-    assert_eq!(
-        Some(w.len()),
-        n_rows.checked_mul(w_row),
-        "matmul: weight bytes for {n_rows}×{n_cols} {}",
-        k.weight
-    );
+    let weights = Weights {
+        kernel: k,
+        w,
+        n_rows,
+    };
+    matmul_parts(pool, [weights], n_cols, a, m, [y]);
+}
+
+/// One weight matrix of [`matmul_parts`]: `n_rows` rows of `kernel.weight` in `w`.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    pub kernel: &'a DotKernel,
+    pub w: &'a [u8],
+    pub n_rows: usize,
+}
+
+/// [`matmul`] of the same activation rows `a` with several weight matrices whose kernels share
+/// an activation format, in one parallel job: `ys[j] = a · ws[j]ᵀ`. Each output is what
+/// [`matmul`] would write, so fusing products changes nothing but the fork-joins spent.
+pub fn matmul_parts<const N: usize>(
+    pool: &ThreadPool,
+    ws: [Weights<'_>; N],
+    n_cols: usize,
+    a: &[u8],
+    m: usize,
+    ys: [&mut [f32]; N],
+) {
+    let Some(first) = ws.first() else {
+        return;
+    };
+    let a_row = first.kernel.act_row_bytes(n_cols);
     assert_eq!(
         Some(a.len()),
         m.checked_mul(a_row),
         "matmul: activation bytes for {m}×{n_cols} {}",
-        k.act
+        first.kernel.act
     );
-    assert_eq!(
-        Some(y.len()),
-        m.checked_mul(n_rows),
-        "matmul: output length"
+    let w_rows = ws.map(
+        |Weights {
+             kernel: k,
+             w,
+             n_rows,
+         }| {
+            assert_eq!(k.act, first.kernel.act, "matmul: activation formats differ");
+            let w_row = k.weight.row_bytes(n_cols).unwrap_or_else(|| {
+                panic!("matmul: {n_cols} columns do not fill {} rows", k.weight)
+            });
+            assert_eq!(
+                Some(w.len()),
+                n_rows.checked_mul(w_row),
+                "matmul: weight bytes for {n_rows}×{n_cols} {}",
+                k.weight
+            );
+            w_row
+        },
     );
-    if y.is_empty() {
+    for (wt, y) in ws.iter().zip(&ys) {
+        assert_eq!(
+            Some(y.len()),
+            m.checked_mul(wt.n_rows),
+            "matmul: output length"
+        );
+    }
+    if ys.iter().all(|y| y.is_empty()) {
         return;
     }
     if n_cols == 0 {
-        y.fill(0.0);
+        ys.into_iter().for_each(|y| y.fill(0.0));
         return;
     }
 
-    if m == 1 {
-        // Decode: the output row is contiguous, so threads take slices of it.
-        pool.split(chunks(y, 1), |rows, ys| {
-            k.dot_rows(n_cols, &w[rows.start * w_row..rows.end * w_row], a, ys);
-        });
-        return;
-    }
-
-    // Prefill: a thread writes its columns (weight rows) of every output row.
-    pool.split(columns(y, n_rows, 1), |rows, mut out| {
+    // A task owns a run of one matrix's weight rows, and writes their outputs (columns) for
+    // every activation row: each weight row is read from memory once. For decode (m = 1) the
+    // task's output is one contiguous run.
+    let mut ys = ys.into_iter();
+    let parts: [_; N] = std::array::from_fn(|j| columns(ys.next().unwrap(), ws[j].n_rows, 1));
+    pool.split_parts(&parts, |j, rows, mut out| {
+        let (k, w, w_row) = (ws[j].kernel, ws[j].w, w_rows[j]);
         for r0 in rows.clone().step_by(ROWS_PER_PASS) {
             let r1 = rows.end.min(r0 + ROWS_PER_PASS);
-            let ws = &w[r0 * w_row..r1 * w_row];
+            let wr = &w[r0 * w_row..r1 * w_row];
             let local = r0 - rows.start..r1 - rows.start;
             for t in 0..m {
-                k.dot_rows(
-                    n_cols,
-                    ws,
-                    &a[t * a_row..(t + 1) * a_row],
-                    &mut out.row(t)[local.clone()],
-                );
+                let at = &a[t * a_row..(t + 1) * a_row];
+                k.dot_rows(n_cols, wr, at, &mut out.row(t)[local.clone()]);
             }
         }
     });
@@ -193,6 +227,52 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn results_are_the_same_bits_for_any_thread_count_and_fusion() {
+        let isa = crate::active_isa();
+        let (n_cols, m) = (256, 3);
+        let kq = dot_kernel_for(GgmlType::Q4_K, isa).unwrap();
+        let k6 = dot_kernel_for(GgmlType::Q6_K, isa).unwrap();
+        let (wq, wv) = (
+            weights(GgmlType::Q4_K, 97, n_cols, 3),
+            weights(GgmlType::Q6_K, 33, n_cols, 4),
+        );
+        let x: Vec<f32> = (0..m * n_cols).map(|i| (i as f32 * 0.13).cos()).collect();
+        let mut a = Vec::new();
+        quantize_rows(&ThreadPool::new(1).unwrap(), &kq, &x, n_cols, &mut a);
+        let mut want = (vec![0f32; m * 97], vec![0f32; m * 33]);
+        let one = ThreadPool::new(1).unwrap();
+        matmul(&one, &kq, &wq, 97, n_cols, &a, m, &mut want.0);
+        matmul(&one, &k6, &wv, 33, n_cols, &a, m, &mut want.1);
+        for threads in [2, 3, 5, 16] {
+            let pool = ThreadPool::new(threads).unwrap();
+            for m in [1, m] {
+                let (mut q, mut v) = (vec![f32::NAN; m * 97], vec![f32::NAN; m * 33]);
+                let ws = [
+                    Weights {
+                        kernel: &kq,
+                        w: &wq,
+                        n_rows: 97,
+                    },
+                    Weights {
+                        kernel: &k6,
+                        w: &wv,
+                        n_rows: 33,
+                    },
+                ];
+                let a = &a[..m * kq.act_row_bytes(n_cols)];
+                matmul_parts(&pool, ws, n_cols, a, m, [&mut q[..], &mut v[..]]);
+                let same = |got: &[f32], want: &[f32]| {
+                    got.iter()
+                        .zip(want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits())
+                };
+                assert!(same(&q, &want.0[..m * 97]), "{threads} threads, m = {m}");
+                assert!(same(&v, &want.1[..m * 33]), "{threads} threads, m = {m}");
             }
         }
     }
