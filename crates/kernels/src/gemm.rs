@@ -17,7 +17,7 @@ use crate::blocks::{
     QuantBlock,
 };
 use crate::dispatch::Isa;
-use crate::pool::{chunks, columns, ThreadPool};
+use crate::pool::{chunks, columns, ThreadPool, TASKS_PER_THREAD};
 use crate::types::GgmlType;
 
 /// Below this many activation rows the per-row dot path is faster: unpacking a weight row
@@ -372,10 +372,14 @@ type Tile = [[f32; TILE_T]; TILE_R];
 /// multiplied with them.
 const ROWS_PER_PASS: usize = 32;
 
-/// Split the weight rows of `w` over the threads; each unpacks [`ROWS_PER_PASS`] of its rows at
-/// a time with `unpack`, then runs `tile` over those rows × all `m` activation rows and writes
-/// those columns of `y`. Tiles get row indices (local to the unpacked rows, and activation
-/// rows); partial tiles repeat their last index and those results are dropped.
+/// Split the output grid (activation rows × weight rows of `w`) into tasks, each a run of
+/// weight rows (in units of [`TILE_R`]) for a block of activation rows: a task unpacks
+/// [`ROWS_PER_PASS`] of its rows at a time with `unpack`, then runs `tile` over those rows ×
+/// its activation rows and writes those outputs of `y`. The activation rows are cut into
+/// blocks (of whole [`TILE_T`] tiles) only where the weight rows alone would make tasks of
+/// fewer than [`ROWS_PER_PASS`] rows (small matrices, many threads): each block unpacks the
+/// rows again, little beside its products. Tiles get row indices (local to the unpacked rows,
+/// and activation rows); partial tiles repeat their last index and those results are dropped.
 fn tiled<U>(
     pool: &ThreadPool,
     w: &[u8],
@@ -386,16 +390,26 @@ fn tiled<U>(
     tile: impl Fn(&U, [usize; TILE_R], [usize; TILE_T], &mut Tile) + Sync,
 ) {
     let n_rows = w.len() / w_row;
-    pool.split(columns(y, n_rows, TILE_R), |_, mut out| {
-        let cols = out.cols();
+    let tasks = TASKS_PER_THREAD * pool.n_threads();
+    let blocks = (tasks * ROWS_PER_PASS)
+        .div_ceil(n_rows)
+        .clamp(1, m.div_ceil(TILE_T));
+    let block = m.div_ceil(blocks).next_multiple_of(TILE_T);
+    let parts: Vec<_> = y
+        .chunks_mut(block * n_rows)
+        .map(|yb| columns(yb, n_rows, TILE_R))
+        .collect();
+    pool.split_parts(&parts, |b, _, mut out| {
+        let (cols, t_base) = (out.cols(), b * block);
+        let mb = block.min(m - t_base);
         for r0 in cols.clone().step_by(ROWS_PER_PASS) {
             let r1 = cols.end.min(r0 + ROWS_PER_PASS);
             let (rows, c0) = (r1 - r0, r0 - cols.start);
             let u = unpack(&w[r0 * w_row..r1 * w_row]);
             let mut t = [[0f32; TILE_T]; TILE_R];
-            for t0 in (0..m).step_by(TILE_T) {
-                let nt = TILE_T.min(m - t0);
-                let ts = std::array::from_fn(|j| t0 + j.min(nt - 1));
+            for t0 in (0..mb).step_by(TILE_T) {
+                let nt = TILE_T.min(mb - t0);
+                let ts = std::array::from_fn(|j| t_base + t0 + j.min(nt - 1));
                 for i0 in (0..rows).step_by(TILE_R) {
                     let nr = TILE_R.min(rows - i0);
                     tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
@@ -737,6 +751,48 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Splitting the output grid by activation rows (small matrices, many threads) changes no
+    /// bit: the same products on 1, 2 and 16 threads.
+    #[test]
+    fn gemm_results_do_not_depend_on_the_thread_count() {
+        let mut seed = 5;
+        let isa = crate::active_isa();
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            let Some(g) = Gemm::new(ty, isa) else {
+                continue;
+            };
+            let (n_rows, n_cols, m) = (70, 256, 37);
+            let rb = ty.row_bytes(n_cols).unwrap();
+            let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
+            let x: Vec<f32> = (0..m * n_cols).map(|_| 3.0 * lcg(&mut seed)).collect();
+            let mut bytes = vec![0u8; n_rows * rb];
+            for (wr, br) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
+                quantize_row(ty, wr, br, None);
+            }
+            let k = dot_kernel_for(ty, isa).unwrap();
+            let mut results = Vec::new();
+            for threads in [1, 2, 16] {
+                let pool = ThreadPool::new(threads).unwrap();
+                let mut got = vec![f32::NAN; m * n_rows];
+                if g.input() == GemmInput::Q8K {
+                    let mut a = Vec::new();
+                    crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);
+                    g.matmul_q8k(&pool, &bytes, n_rows, n_cols, &a, m, &mut got);
+                } else {
+                    let mut acts = GemmActs::default();
+                    acts.quantize(&pool, &x, n_cols);
+                    g.matmul(&pool, &bytes, n_rows, n_cols, &acts, &mut got);
+                }
+                assert!(
+                    got.iter().all(|v| v.is_finite()),
+                    "{ty}: every output written"
+                );
+                results.push(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert!(results.iter().all(|r| r == &results[0]), "{ty} {isa}");
         }
     }
 }

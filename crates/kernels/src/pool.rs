@@ -32,6 +32,9 @@
 //! opening; the caller sets `caller_parked` before its last look at `state`, and the last
 //! worker reads it after adding to done. Either the sleeper sees the change, or the other side
 //! sees the sleeper and unparks it.
+//!
+//! After a `fork` the child has the pool but none of its workers: no one joins, so its jobs
+//! run on the caller alone, with the same results.
 
 use std::any::Any;
 use std::marker::PhantomData;
