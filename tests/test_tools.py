@@ -342,6 +342,29 @@ def test_forced_arguments_take_no_extra_keys() -> None:
     call = '{"tool_calls": [{"name": "get_time", "arguments": {"timezone": "UTC"%s}}]}'
     assert g.matches(call % "")
     assert not g.matches(call % ', "x": 1')
+    nested = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "properties": {  # a property named like the keyword
+                        "type": "object",
+                        "properties": {"a": {"type": "integer"}},
+                    },
+                    "list": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+                },
+                "$defs": {"item": {"type": "object", "properties": {"b": {"type": "string"}}}},
+            },
+        },
+    }
+    g = _plan("generic", "required", tools=[nested]).grammar()
+    assert g is not None
+    call = '{"tool_calls": [{"name": "f", "arguments": {"properties": {"a": 1%s}, "list": [%s]}}]}'
+    assert g.matches(call % ("", '{"b": "x"}'))
+    assert not g.matches(call % (', "z": 2', '{"b": "x"}'))
+    assert not g.matches(call % ("", '{"b": "x", "c": 1}'))
 
 
 # --- bad input -------------------------------------------------------------------------

@@ -6,17 +6,14 @@ Each model family writes its calls its own way. One :class:`ToolFormat` per fami
 (a) the grammar of a forced call, (b) how to parse calls out of finished text and (c) where
 a call may have begun in streamed text, so that a stream holds that text back:
 
-=========  ===========================================================  =====================
-format     a call, as the model writes it                               chat template has
-=========  ===========================================================  =====================
-hermes     ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``  ``<tool_call>``
-           (Qwen2.5, Hermes 2/3)
-llama3     ``{"name": ..., "parameters": {...}}``, maybe after               ``<|start_header_id|>``
-           ``<|python_tag|>`` (Llama 3.1-3.3)
-mistral    ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}]``               ``[TOOL_CALLS]``
-generic    ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``, the     no ``tools``
-           tools described in a system message
-=========  ===========================================================  =====================
+- ``hermes`` (Qwen2.5, Hermes 2/3; the template has ``<tool_call>``): each call is
+  ``<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>``;
+- ``llama3`` (Llama 3.1-3.3; ``<|start_header_id|>``): ``{"name": ..., "parameters":
+  {...}}``, maybe after ``<|python_tag|>``;
+- ``mistral`` (v0.3, Nemo; ``[TOOL_CALLS]``): ``[TOOL_CALLS] [{"name": ..., "arguments":
+  {...}}]``;
+- ``generic`` (any other template): the tools are described in a system message and the
+  reply is ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``.
 
 The first three are used when the template renders ``tools`` itself; any other template gets
 the generic format. A forced call (``tool_choice="required"`` or a named function) is
@@ -269,12 +266,58 @@ def _json_values(text: str, i: int) -> list[Any] | None:
             i += 1
 
 
-def _lark_json(schema: Mapping[str, Any]) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": _JSON_OPTIONS}, ensure_ascii=False)
+def _lark_json(schema: Mapping[str, Any], tools: list[Tool]) -> str:
+    """A Lark ``%json`` block of ``schema``, whose ``$defs`` hold each tool's arguments."""
+    root = {**schema, "$defs": _arguments_defs(tools), "x-guidance": _JSON_OPTIONS}
+    return "%json " + json.dumps(root, ensure_ascii=False)
 
 
 def _one_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
     return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+
+
+def _arguments_defs(tools: list[Tool]) -> dict[str, Any]:
+    """The arguments schema of ``tools[i]`` as ``$defs`` entry ``args{i}``, its own
+    ``$defs`` / ``definitions`` beside it as ``args{i}.NAME``: a tool's schema is written
+    for its own root (``#/$defs/...``), which is not the root of a call's grammar, so its
+    local references are moved along."""
+    defs: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        prefix = f"args{i}"
+        params = _closed(_rebased(tool.parameters, prefix))
+        for key in ("$defs", "definitions"):
+            for name, sub in (params.pop(key, None) or {}).items():
+                defs[f"{prefix}.{name}"] = sub
+        defs[prefix] = params
+    return defs
+
+
+def _rebased(schema: Any, prefix: str) -> Any:
+    """``schema`` with its local ``$ref`` pointers moved under ``#/$defs/{prefix}``."""
+    if isinstance(schema, list):
+        return [_rebased(s, prefix) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("const", "enum", "default", "examples"):
+            out[key] = value
+        elif key == "$ref" and isinstance(value, str) and value.startswith("#"):
+            pointer = value[1:]
+            for defs in ("/$defs/", "/definitions/"):
+                if pointer.startswith(defs):
+                    out[key] = f"#/$defs/{prefix}." + pointer[len(defs) :]
+                    break
+            else:
+                out[key] = f"#/$defs/{prefix}" + pointer
+        else:
+            out[key] = _rebased(value, prefix)
+    return out
+
+
+_SUBSCHEMA = ("items", "additionalItems", "not", "if", "then", "else", "contains")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 
 
 def _closed(schema: Any) -> Any:
@@ -282,11 +325,18 @@ def _closed(schema: Any) -> Any:
     properties and says nothing of others, as llama.cpp's grammars assume: every output
     still validates against ``schema``, and a forced call cannot wander off into keys of
     its own."""
-    if isinstance(schema, list):
-        return [_closed(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _closed(v) if k != "const" and k != "enum" else v for k, v in schema.items()}
+    out = dict(schema)
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = _closed(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _closed(v) for k, v in out[key].items()}
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out
@@ -318,14 +368,23 @@ class ToolFormat:
     #: a forced call: text the reply is made to begin with (put after the prompt)
     prefill: ClassVar[str] = ""
 
-    def call_schema(self, tool: Tool) -> dict[str, Any]:
-        """The JSON schema of one forced call of ``tool``: its name, then its arguments."""
-        return {
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, self.args_key: _closed(tool.parameters)},
-            "required": ["name", self.args_key],
-            "additionalProperties": False,
-        }
+    def call_schema(self, tools: list[Tool]) -> dict[str, Any]:
+        """The JSON schema of one forced call of any of ``tools``: its name, then its
+        arguments (``$defs`` entries that :func:`_lark_json` adds)."""
+        return _one_of(
+            [
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": tool.name},
+                        self.args_key: {"$ref": f"#/$defs/args{i}"},
+                    },
+                    "required": ["name", self.args_key],
+                    "additionalProperties": False,
+                }
+                for i, tool in enumerate(tools)
+            ]
+        )
 
     def grammar(self, tools: list[Tool], parallel: bool) -> Grammar:
         """The grammar of a reply that calls one of ``tools`` (one or more calls when
@@ -431,7 +490,7 @@ class HermesFormat(ToolFormat):
     _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
 
     def grammar(self, tools: list[Tool], parallel: bool) -> Grammar:
-        call = _lark_json(_one_of([self.call_schema(t) for t in tools]))
+        call = _lark_json(self.call_schema(tools), tools)
         start = 'start: call ("\\n" call)*' if parallel else "start: call"
         return Grammar.from_lark(f'{start}\ncall: "<tool_call>\\n" {call} "\\n</tool_call>"\n')
 
@@ -460,7 +519,7 @@ class Llama3Format(ToolFormat):
     openers = ('{"name"', '{"type":"function"')
 
     def grammar(self, tools: list[Tool], parallel: bool) -> Grammar:
-        call = _lark_json(_one_of([self.call_schema(t) for t in tools]))
+        call = _lark_json(self.call_schema(tools), tools)
         start = 'start: call ("; " call)*' if parallel else "start: call"
         return Grammar.from_lark(f"{start}\ncall: {call}\n")
 
@@ -486,12 +545,12 @@ class MistralFormat(ToolFormat):
     def grammar(self, tools: list[Tool], parallel: bool) -> Grammar:
         schema: dict[str, Any] = {
             "type": "array",
-            "items": _one_of([self.call_schema(t) for t in tools]),
+            "items": self.call_schema(tools),
             "minItems": 1,
         }
         if not parallel:
             schema["maxItems"] = 1
-        return Grammar.from_lark(f'start: " "? {_lark_json(schema)}\n')
+        return Grammar.from_lark(f'start: " "? {_lark_json(schema, tools)}\n')
 
     def _tagged(self, text: str) -> Reply | None:
         start = text.find("[TOOL_CALLS]")
@@ -520,7 +579,7 @@ class GenericFormat(ToolFormat):
     def grammar(self, tools: list[Tool], parallel: bool) -> Grammar:
         items: dict[str, Any] = {
             "type": "array",
-            "items": _one_of([self.call_schema(t) for t in tools]),
+            "items": self.call_schema(tools),
             "minItems": 1,
         }
         if not parallel:
@@ -531,7 +590,7 @@ class GenericFormat(ToolFormat):
             "required": ["tool_calls"],
             "additionalProperties": False,
         }
-        return Grammar.from_lark(f"start: {_lark_json(schema)}\n")
+        return Grammar.from_lark(f"start: {_lark_json(schema, tools)}\n")
 
     def system_prompt(self, tools: list[Tool], must_call: bool) -> str:
         lines = [json.dumps(t.openai()["function"], ensure_ascii=False) for t in tools]
