@@ -237,3 +237,49 @@ def test_create_chat_completion_response_format(qwen: rllm.Model) -> None:
         qwen.create_chat_completion(msgs, response_format=fmt, grammar='root ::= "a"')
     with pytest.raises(ValueError, match="response_format.type"):
         qwen.create_chat_completion(msgs, response_format={"type": "yaml"})
+
+
+# --- Gemma 3: a SentencePiece vocabulary (▁ for spaces, <0xNN> byte-fallback tokens) ---------
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_path: Path) -> rllm.Model:
+    return rllm.Model(gemma_path, n_ctx=1024)
+
+
+RARE = "\ua66e"  # ꙮ: not in Gemma's vocabulary, so written with three byte tokens
+GEMMA_REGEX = RARE + r"{1,2} [a-z]{2,8}( [a-z]{2,8}){1,3}\."
+SMALL = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 16},
+        "legs": {"type": "integer", "minimum": 0, "maximum": 8},
+        "colors": {"type": "array", "items": {"enum": ["black", "white", "orange"]}, "maxItems": 2},
+    },
+    "required": ["name", "legs", "colors"],
+    "additionalProperties": False,
+}
+
+
+def test_gemma_regex_with_spaces_and_byte_fallback(gemma: rllm.Model) -> None:
+    pieces = [gemma.tokenizer.token_bytes(t) for t in gemma.tokenize(RARE, add_bos=False)]
+    assert pieces == [bytes([b]) for b in RARE.encode()]  # byte-fallback tokens
+    msgs = [{"role": "user", "content": "Describe the sea in a few words."}]
+    out = gemma.chat(msgs, regex=GEMMA_REGEX, max_tokens=40, temperature=0)
+    assert isinstance(out, str) and re.fullmatch(GEMMA_REGEX, out), out
+    assert gemma.timings.finish_reason == "stop"
+    for seed in range(3):  # sampled: whatever is drawn stays in the language
+        out = gemma.chat(msgs, regex=GEMMA_REGEX, max_tokens=40, temperature=1.0, seed=seed)
+        assert isinstance(out, str)
+        if gemma.timings.finish_reason == "stop":
+            assert re.fullmatch(GEMMA_REGEX, out), out
+        else:
+            assert out.startswith(RARE) and re.fullmatch(f"[{RARE} a-z.]*", out), out
+
+
+def test_gemma_json_schema(gemma: rllm.Model) -> None:
+    msgs = [{"role": "user", "content": "Describe a cat as JSON."}]
+    out = gemma.chat(msgs, json_schema=SMALL, max_tokens=80, temperature=0)
+    assert gemma.timings.finish_reason == "stop", out
+    assert isinstance(out, str)
+    jsonschema.validate(json.loads(out), SMALL)

@@ -16,6 +16,7 @@ from .grammar import Grammar, constraint, response_format_grammar
 from .hub import download, resolve_model
 from .loadlog import log_context, log_model
 from .tokenizer import Tokenizer, TokenizerError
+from .tools import ToolPlan, plan_tools
 
 __all__ = ["Model", "Timings"]
 
@@ -302,10 +303,12 @@ class Model:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
+        prefill: str = "",
     ) -> list[int]:
-        """Token ids of ``messages`` rendered with :attr:`chat_template`. BOS is added as the
-        model asks unless the rendered text already starts with it."""
-        text = self.chat_template.render(messages, add_generation_prompt, tools=tools)
+        """Token ids of ``messages`` rendered with :attr:`chat_template`, then ``prefill``
+        (text the reply is made to begin with). BOS is added as the model asks unless the
+        rendered text already starts with it."""
+        text = self.chat_template.render(messages, add_generation_prompt, tools=tools) + prefill
         bos = self.chat_template.bos_token
         add_bos = self.tokenizer.add_bos and not (bos and text.startswith(bos))
         return self.tokenize(text, add_bos=add_bos, special=True)
@@ -333,6 +336,7 @@ class Model:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
         temperature: float = 0.2,
         top_p: float = 0.95,
         top_k: int = 40,
@@ -351,20 +355,36 @@ class Model:
         """An OpenAI-style chat completion, shaped as llama-cpp-python's: a
         ``chat.completion`` dict, or with ``stream=True`` an iterator of
         ``chat.completion.chunk`` dicts (a role delta, content deltas, then an empty delta
-        with the finish reason). ``tools`` reach the template; no tool call is parsed, and
-        ``tool_choice`` is accepted for compatibility and ignored. ``max_tokens`` None or
-        <= 0 generates until an end-of-generation token or a full context.
+        with the finish reason). ``max_tokens`` None or <= 0 generates until an
+        end-of-generation token or a full context.
+
+        ``tools`` are OpenAI's function descriptions. ``tool_choice`` is ``"auto"`` (the
+        default with tools: the model may call them), ``"none"`` (they are not offered),
+        ``"required"`` or ``{"type": "function", "function": {"name": ...}}`` (a call is
+        forced, its arguments constrained to the tool's ``parameters`` schema).
+        ``parallel_tool_calls=False`` keeps at most one call. Calls come back in
+        ``message.tool_calls`` (streamed as ``delta.tool_calls``) with finish reason
+        ``"tool_calls"``; the format follows the chat template (:mod:`rllm.tools`).
+        ``tool`` messages and assistant ``tool_calls`` in ``messages`` are rendered by the
+        template.
 
         ``response_format`` is OpenAI's (``{"type": "json_object"}``, or ``{"type":
         "json_schema", "json_schema": {"name": ..., "schema": {...}}}``) and ``grammar`` a
         :class:`~rllm.Grammar` or GBNF text, as llama-cpp-python takes them; the reply is
-        constrained to that language. ValueError for an invalid one."""
+        constrained to that language. ValueError for an invalid one, for malformed tools,
+        a ``tool_choice`` naming no given tool, or ``"required"`` without tools."""
         constrained = response_format_grammar(response_format)
         if grammar is not None:
             if constrained is not None:
                 raise ValueError("give response_format or grammar, not both")
             constrained = constraint(grammar=grammar)
-        ids = self.chat_prompt(messages, tools)
+        plan = plan_tools(self.chat_template, tools, tool_choice, parallel_tool_calls)
+        forced = plan.grammar()
+        if forced is not None:
+            if constrained is not None:
+                raise ValueError("a forced tool call cannot also take response_format or grammar")
+            constrained = forced
+        ids = self.chat_prompt(plan.messages(messages), plan.template_tools(), prefill=plan.prefill)
         pieces = self.generate(
             ids,
             max_tokens=max_tokens if max_tokens is not None and max_tokens > 0 else None,
@@ -387,18 +407,21 @@ class Model:
             "model": model or str(self.path),
         }
         if stream:
-            return self._completion_chunks(head, pieces)
-        text = "".join(pieces)
+            return self._completion_chunks(head, pieces, plan)
+        reply = plan.parse("".join(pieces))
         t = self.timings
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.calls:
+            message["tool_calls"] = [c.openai() for c in reply.calls]
         return {
             **head,
             "object": "chat.completion",
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": _openai_finish(t.finish_reason),
+                    "finish_reason": _openai_finish(t.finish_reason, bool(reply.calls)),
                 }
             ],
             "usage": {
@@ -409,16 +432,25 @@ class Model:
         }
 
     def _completion_chunks(
-        self, head: dict[str, Any], pieces: Iterator[str]
+        self, head: dict[str, Any], pieces: Iterator[str], plan: ToolPlan
     ) -> Iterator[dict[str, Any]]:
-        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {**head, "object": "chat.completion.chunk", "choices": [choice]}
 
         yield chunk({"role": "assistant"})
+        tools = plan.stream()  # holds back text that may begin a tool call
         for piece in pieces:
-            yield chunk({"content": piece})
-        yield chunk({}, _openai_finish(self.timings.finish_reason))
+            shown = tools.feed(piece)
+            if shown:
+                yield chunk({"content": shown})
+        rest, calls = tools.finish()
+        if rest:
+            yield chunk({"content": rest})
+        for i, call in enumerate(calls):
+            for delta in call.deltas(i):
+                yield chunk({"tool_calls": [delta]})
+        yield chunk({}, _openai_finish(self.timings.finish_reason, bool(calls)))
 
     def _context_for(self, ids: list[int]) -> tuple[_rllm.Context, list[int]]:
         """The model's own context, keeping the longest cached prefix of ``ids``; returns the
@@ -466,6 +498,9 @@ class Model:
             t.completion_tokens = stream.n_generated
 
 
-def _openai_finish(reason: str | None) -> str:
-    """OpenAI's finish reasons: "stop", or "length" for a token limit or a full context."""
-    return "stop" if reason == "stop" else "length"
+def _openai_finish(reason: str | None, tool_calls: bool = False) -> str:
+    """OpenAI's finish reasons: "stop" ("tool_calls" when the reply called tools), or
+    "length" for a token limit or a full context."""
+    if reason != "stop":
+        return "length"
+    return "tool_calls" if tool_calls else "stop"

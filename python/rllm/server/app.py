@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..batch import QueueFullError, SamplingParams
 from ..errors import ChatTemplateError, ContextFullError
+from ..tools import ToolError, plan_tools
 from .engine import Generation, ServerConfig, ServerEngine
 from .schemas import (
     APIError,
@@ -278,7 +279,21 @@ async def chat_completions(request: Request) -> Response:
     assert model is not None
     req = parse_chat(body, model.n_vocab)
     try:
-        ids = model.chat_prompt(req.messages, req.tools)
+        plan = plan_tools(model.chat_template, req.tools, req.tool_choice, req.parallel_tool_calls)
+        messages = plan.messages(req.messages)
+        forced = plan.grammar()
+    except ToolError as e:
+        raise APIError(400, str(e), param=e.param) from None
+    if forced is not None:
+        if req.params.grammar is not None:
+            raise APIError(
+                400,
+                "a forced tool call cannot also take response_format, grammar or json_schema",
+                param="tool_choice",
+            )
+        req.params.grammar = forced
+    try:
+        ids = model.chat_prompt(messages, plan.template_tools(), prefill=plan.prefill)
     except (ChatTemplateError, TypeError, ValueError) as e:
         raise APIError(400, f"the chat template refused the messages: {e}") from None
     run = _Run(request, _start(engine, ids, req.params))
@@ -287,6 +302,7 @@ async def chat_completions(request: Request) -> Response:
 
         async def events() -> AsyncIterator[str]:
             shaper = ChunkShaper(engine.model_id, chat=True, include_usage=req.include_usage)
+            tools = plan.stream()  # holds back text that may begin a tool call
             try:
                 yield _sse(shaper.chunk("", role=True))
                 async for chunk in run.gen.chunks():
@@ -294,10 +310,18 @@ async def chat_completions(request: Request) -> Response:
                         yield _sse(error_body(500, f"generation failed: {chunk.error}"))
                         break
                     lp = chat_logprobs(tok, chunk.logprobs) if req.logprobs else None
-                    if chunk.text or chunk.logprobs:
-                        yield _sse(shaper.chunk(chunk.text, lp))
+                    shown = tools.feed(chunk.text)
+                    if shown or chunk.logprobs:
+                        yield _sse(shaper.chunk(shown, lp))
                     if chunk.finish_reason is not None:
-                        yield _sse(shaper.chunk(None, reason=finish_reason(chunk.finish_reason)))
+                        rest, calls = tools.finish()
+                        if rest:
+                            yield _sse(shaper.chunk(rest))
+                        for i, call in enumerate(calls):
+                            for delta in call.deltas(i):
+                                yield _sse(shaper.chunk(None, tool_calls=[delta]))
+                        reason = finish_reason(chunk.finish_reason, bool(calls))
+                        yield _sse(shaper.chunk(None, reason=reason))
                 use = run.record()
                 if req.include_usage:
                     yield _sse(shaper.usage_chunk(use))
@@ -308,7 +332,11 @@ async def chat_completions(request: Request) -> Response:
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
     text, lps, reason = await run.collect()
     lp = chat_logprobs(tok, lps) if req.logprobs else None
-    return JSONResponse(chat_response(engine.model_id, text, reason, lp, run.record()))
+    reply = plan.parse(text)
+    calls = [c.openai() for c in reply.calls]
+    return JSONResponse(
+        chat_response(engine.model_id, reply.content, reason, lp, run.record(), calls)
+    )
 
 
 async def completions(request: Request) -> Response:

@@ -213,6 +213,8 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
     params: SamplingParams
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     stream: bool = False
     include_usage: bool = False
     logprobs: bool = False
@@ -254,6 +256,8 @@ def parse_chat(body: Mapping[str, Any], n_vocab: int) -> ChatRequest:
         messages=messages,
         tools=tools,
         params=params,
+        tool_choice=body.get("tool_choice"),
+        parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
         stream=_bool(body, "stream"),
         include_usage=_stream_usage(body),
         logprobs=logprobs,
@@ -299,8 +303,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def finish_reason(reason: str | None) -> str:
-    return "stop" if reason == "stop" else "length"
+def finish_reason(reason: str | None, tool_calls: bool = False) -> str:
+    """OpenAI's: "stop" ("tool_calls" when the reply called tools), or "length" for a token
+    limit or a full context."""
+    if reason != "stop":
+        return "length"
+    return "tool_calls" if tool_calls else "stop"
 
 
 def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
@@ -348,11 +356,15 @@ def completion_logprobs(
 
 def chat_response(
     model: str,
-    text: str,
+    text: str | None,
     reason: str | None,
     logprobs: dict[str, Any] | None,
     use: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -362,9 +374,9 @@ def chat_response(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": logprobs,
-                "finish_reason": finish_reason(reason),
+                "finish_reason": finish_reason(reason, bool(tool_calls)),
             }
         ],
         "usage": use,
@@ -411,6 +423,7 @@ class ChunkShaper:
         logprobs: dict[str, Any] | None = None,
         reason: str | None = None,
         role: bool = False,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {}
@@ -418,6 +431,8 @@ class ChunkShaper:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
+            if tool_calls is not None:
+                delta["tool_calls"] = tool_calls
             choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         else:
             choice = {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
