@@ -46,7 +46,12 @@ def main() -> int:
         bench_runs, stream_runs = [], []
         for _ in range(args.r):
             row = bench(
-                path, n_prompt=(0,), n_gen=(args.n,), threads=(args.threads,), reps=1, roofline=False
+                path,
+                n_prompt=(0,),
+                n_gen=(args.n,),
+                threads=(args.threads,),
+                reps=1,
+                roofline=False,
             )[0]
             bench_runs.append(row.tps)
             stream_runs.append(stream_tps(model, args.n))
