@@ -17,6 +17,7 @@ use crate::blocks::{
     QuantBlock,
 };
 use crate::dispatch::Isa;
+use crate::repack::{PackKind, Packed, PackedGroup, LANES, TILE_T32, TILE_TK};
 use crate::types::GgmlType;
 use rayon::prelude::*;
 
@@ -41,6 +42,8 @@ pub struct GemmActs {
     d: Vec<f32>,
     /// `m × n_cols/32` block sums `f16(d·Σq)` (Q8_1's `s`, for the min term of Q4_1/Q5_1).
     s: Vec<f32>,
+    /// `m × n_cols/32` exact code sums `Σq` (for kernels that multiply biased weight codes).
+    sums: Vec<i32>,
 }
 
 impl GemmActs {
@@ -58,6 +61,7 @@ impl GemmActs {
         self.q.resize(m * n_cols, 0);
         self.d.resize(m * n_cols / 32, 0.0);
         self.s.resize(m * n_cols / 32, 0.0);
+        self.sums.resize(m * n_cols / 32, 0);
         if n_cols == 0 {
             return;
         }
@@ -65,8 +69,9 @@ impl GemmActs {
             .par_chunks_mut(n_cols)
             .zip(self.d.par_chunks_mut(n_cols / 32))
             .zip(self.s.par_chunks_mut(n_cols / 32))
+            .zip(self.sums.par_chunks_mut(n_cols / 32))
             .zip(x.par_chunks(n_cols))
-            .for_each(|(((q, d), s), x)| {
+            .for_each(|((((q, d), s), sums), x)| {
                 for (b, (qb, xb)) in q.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
                     let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
                     let (db, id) = crate::blocks::q8_0_scales(amax);
@@ -76,6 +81,7 @@ impl GemmActs {
                     let sum: i32 = qb.iter().map(|&v| v as i32).sum();
                     d[b] = half::f16::from_f32(db).to_f32();
                     s[b] = half::f16::from_f32(sum as f32 * db).to_f32();
+                    sums[b] = sum;
                 }
             });
     }
@@ -90,6 +96,7 @@ impl GemmActs {
             q: &self.q[t * n..(t + 1) * n],
             d: &self.d[t * nb..(t + 1) * nb],
             s: &self.s[t * nb..(t + 1) * nb],
+            sums: &self.sums[t * nb..(t + 1) * nb],
         }
     }
 }
@@ -100,6 +107,7 @@ pub(crate) struct ActRow<'a> {
     pub q: &'a [i8],
     pub d: &'a [f32],
     pub s: &'a [f32],
+    pub sums: &'a [i32],
 }
 
 /// One unpacked weight row: `w[i] = scale[i/32]·q[i] + min[i/32]`, `q` signed or unsigned.
@@ -142,7 +150,38 @@ enum Kind {
     },
     /// K-quant super-blocks against the dot path's Q8_K activation rows.
     SuperBlocks { kind: KQuant, tile: KTileFn },
+    /// 32-element blocks against [`GemmActs`], weight rows repacked 16 at a time
+    /// ([`crate::repack`]), one per vector lane.
+    Lanes32 {
+        pack: PackKind,
+        /// Whether the type has a min term (Q4_1, Q5_1).
+        mins: bool,
+        tile: Lane32TileFn,
+    },
+    /// K-quant super-blocks against Q8_K rows, repacked as [`Kind::Lanes32`].
+    LanesK {
+        pack: PackKind,
+        q6k: bool,
+        tile: LaneKTileFn,
+    },
 }
+
+/// A [`Kind::Lanes32`] tile: one packed group of [`LANES`] weight rows × [`TILE_T32`]
+/// activation rows, `out[r][t]` (min term included).
+pub(crate) type Lane32TileFn = unsafe fn(
+    mins: bool,
+    w: &PackedGroup<'_>,
+    a: &[ActRow<'_>; TILE_T32],
+    out: &mut [[f32; TILE_T32]; LANES],
+);
+
+/// A [`Kind::LanesK`] tile: one packed group × [`TILE_TK`] Q8_K activation rows.
+pub(crate) type LaneKTileFn = unsafe fn(
+    q6k: bool,
+    w: &PackedGroup<'_>,
+    a: &[&[u8]; TILE_TK],
+    out: &mut [[f32; TILE_TK]; LANES],
+);
 
 /// Which activations a [`Gemm`] takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +204,32 @@ impl Gemm {
         use GgmlType as T;
         if !matches!(isa, Isa::Avx2 | Isa::Avx512) || !isa.is_available() {
             return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            use crate::simd::x86_avx512::{tile_blocks32, tile_k};
+            let lanes32 = |pack, mins| Kind::Lanes32 {
+                pack,
+                mins,
+                tile: tile_blocks32,
+            };
+            let lanes_k = |pack, q6k| Kind::LanesK {
+                pack,
+                q6k,
+                tile: tile_k,
+            };
+            let kind = match weight {
+                T::Q4_0 => lanes32(PackKind::Q4_0, false),
+                T::Q4_1 => lanes32(PackKind::Q4_1, true),
+                T::Q5_0 => lanes32(PackKind::Q5_0, false),
+                T::Q5_1 => lanes32(PackKind::Q5_1, true),
+                T::Q8_0 => lanes32(PackKind::Q8_0, false),
+                T::Q4_K => lanes_k(PackKind::Q4K, false),
+                T::Q5_K => lanes_k(PackKind::Q5K, false),
+                T::Q6_K => lanes_k(PackKind::Q6K, true),
+                _ => return None,
+            };
+            return Some(Gemm { weight, isa, kind });
         }
         #[cfg(target_arch = "x86_64")]
         let kind = match weight {
@@ -201,8 +266,8 @@ impl Gemm {
     /// The activations this GEMM takes.
     pub fn input(&self) -> GemmInput {
         match self.kind {
-            Kind::Blocks32 { .. } => GemmInput::Blocks32,
-            Kind::SuperBlocks { .. } => GemmInput::Q8K,
+            Kind::Blocks32 { .. } | Kind::Lanes32 { .. } => GemmInput::Blocks32,
+            Kind::SuperBlocks { .. } | Kind::LanesK { .. } => GemmInput::Q8K,
         }
     }
 
@@ -210,6 +275,20 @@ impl Gemm {
     /// row `r` of `w` (`n_rows` rows of `n_cols` values of the weight type), in parallel over
     /// weight rows on the current rayon pool. Panics if a length disagrees.
     pub fn matmul(&self, w: &[u8], n_rows: usize, n_cols: usize, a: &GemmActs, y: &mut [f32]) {
+        if let Kind::Lanes32 { pack, mins, tile } = self.kind {
+            assert_eq!(a.n_cols, n_cols, "gemm: activation width");
+            let Some(w_row) = self.check(w, n_rows, n_cols, a.m, y) else {
+                return;
+            };
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols);
+            let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_T32], out: &mut _| {
+                let acts = ts.map(|t| a.row(t));
+                // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the kernel bounds
+                // its reads by the group's and the rows' slices (n_cols/32 blocks each).
+                unsafe { tile(mins, &u.group(rs[0] / LANES), &acts, out) };
+            };
+            return tiled(w, w_row, a.m, y, unpack, run_tile);
+        }
         let Kind::Blocks32 {
             signed,
             has_mins,
@@ -274,9 +353,6 @@ impl Gemm {
         m: usize,
         y: &mut [f32],
     ) {
-        let Kind::SuperBlocks { kind, tile } = self.kind else {
-            panic!("gemm {}: takes 32-element block activations", self.weight);
-        };
         let a_row = GgmlType::Q8_K
             .row_bytes(n_cols)
             .unwrap_or_else(|| panic!("gemm: {n_cols} columns are not whole Q8_K blocks"));
@@ -285,6 +361,21 @@ impl Gemm {
             m.checked_mul(a_row),
             "gemm: activation bytes"
         );
+        if let Kind::LanesK { pack, q6k, tile } = self.kind {
+            let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
+                return;
+            };
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols);
+            let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_TK], out: &mut _| {
+                let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
+                // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
+                unsafe { tile(q6k, &u.group(rs[0] / LANES), &acts, out) };
+            };
+            return tiled(w, w_row, m, y, unpack, run_tile);
+        }
+        let Kind::SuperBlocks { kind, tile } = self.kind else {
+            panic!("gemm {}: takes 32-element block activations", self.weight);
+        };
         let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
             return;
         };
@@ -351,23 +442,23 @@ impl Gemm {
 type Tile = [[f32; TILE_T]; TILE_R];
 
 /// Split the weight rows of `w` over tasks; each unpacks its rows once with `unpack`, then runs
-/// `tile` over its rows × all `m` activation rows and writes that column range of `y`. Tiles
-/// get row indices (local to the task's unpacked rows, and activation rows); partial tiles
-/// repeat their last index and those results are dropped.
-fn tiled<U>(
+/// `tile` over its rows × all `m` activation rows, `R × T` at a time, and writes that column
+/// range of `y`. Tiles get row indices (local to the task's unpacked rows, and activation
+/// rows); partial tiles repeat their last index and those results are dropped.
+fn tiled<U, const R: usize, const T: usize>(
     w: &[u8],
     w_row: usize,
     m: usize,
     y: &mut [f32],
     unpack: impl Fn(&[u8]) -> U + Sync,
-    tile: impl Fn(&U, [usize; TILE_R], [usize; TILE_T], &mut Tile) + Sync,
+    tile: impl Fn(&U, [usize; R], [usize; T], &mut [[f32; T]; R]) + Sync,
 ) {
     let n_rows = w.len() / w_row;
     let threads = rayon::current_num_threads().max(1);
     let chunk = n_rows
         .div_ceil(4 * threads)
-        .clamp(2 * TILE_R, 32)
-        .next_multiple_of(TILE_R);
+        .clamp(2 * R, 32)
+        .next_multiple_of(R);
     let n_tasks = n_rows.div_ceil(chunk);
     let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
     for y_t in y.chunks_mut(n_rows) {
@@ -380,12 +471,12 @@ fn tiled<U>(
         .for_each(|(mut out, ws)| {
             let rows = ws.len() / w_row;
             let u = unpack(ws);
-            let mut t = [[0f32; TILE_T]; TILE_R];
-            for t0 in (0..m).step_by(TILE_T) {
-                let nt = TILE_T.min(m - t0);
+            let mut t = [[0f32; T]; R];
+            for t0 in (0..m).step_by(T) {
+                let nt = T.min(m - t0);
                 let ts = std::array::from_fn(|j| t0 + j.min(nt - 1));
-                for r0 in (0..rows).step_by(TILE_R) {
-                    let nr = TILE_R.min(rows - r0);
+                for r0 in (0..rows).step_by(R) {
+                    let nr = R.min(rows - r0);
                     tile(&u, std::array::from_fn(|i| r0 + i.min(nr - 1)), ts, &mut t);
                     for (i, ti) in t[..nr].iter().enumerate() {
                         for (j, &v) in ti[..nt].iter().enumerate() {
@@ -606,8 +697,9 @@ mod tests {
             quantize_row(ty, &x, &mut bytes, None);
             let mut deq = vec![0f32; n];
             dequantize_row(ty, &bytes, &mut deq);
-            let Some(g) = Gemm::new(ty, crate::active_isa()) else {
-                return; // no GEMM tier on this CPU
+            // The AVX2 tier's unpacking (`crate::repack` has its own test).
+            let Some(g) = Gemm::new(ty, Isa::Avx2) else {
+                return; // no AVX2 on this CPU
             };
             let Kind::Blocks32 { signed, unpack, .. } = g.kind else {
                 unreachable!("{ty} is a 32-element block type")
@@ -639,6 +731,8 @@ mod tests {
                 (8, 64, 4),
                 (7, 1536, 9),
                 (33, 96, 6),
+                (17, 512, 8),
+                (40, 1568, 11),
             ] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
@@ -658,6 +752,8 @@ mod tests {
                     let Some(g) = Gemm::new(ty, isa) else {
                         continue;
                     };
+                    let lanes = matches!(g.kind, Kind::Lanes32 { .. });
+                    assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut dots = vec![0f32; m * n_rows];
                     crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
@@ -683,8 +779,14 @@ mod tests {
     #[test]
     fn k_gemm_equals_dot_path_bit_for_bit() {
         let mut seed = 3;
-        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-            for (n_rows, n_cols, m) in [(1, 256, 1), (3, 512, 5), (8, 256, 4), (7, 1536, 9)] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            for (n_rows, n_cols, m) in [
+                (1, 256, 1),
+                (3, 512, 5),
+                (8, 256, 4),
+                (7, 1536, 9),
+                (37, 768, 6),
+            ] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
                 let x: Vec<f32> = (0..m * n_cols).map(|_| 3.0 * lcg(&mut seed)).collect();
@@ -697,6 +799,8 @@ mod tests {
                         continue;
                     };
                     assert_eq!(g.input(), GemmInput::Q8K);
+                    let lanes = matches!(g.kind, Kind::LanesK { .. });
+                    assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut a = Vec::new();
                     crate::matmul::quantize_rows(&k, &x, n_cols, &mut a);

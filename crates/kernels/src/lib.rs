@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod dispatch;
 pub mod gemm;
 pub mod matmul;
+mod repack;
 mod simd;
 pub mod types;
 

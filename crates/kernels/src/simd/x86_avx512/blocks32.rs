@@ -1,0 +1,355 @@
+//! Dot products of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with Q8_0 / Q8_1
+//! activations, 16 blocks per step: two blocks per `vpdpbusd`, the 8 products of a step reduced
+//! to one i32 per block (in block order), then one FMA of 16 lanes, lane `c` being chain `c`
+//! of the parent module's summation order.
+//!
+//! The activation row is rearranged once per call ([`Acts`]: codes contiguous, the value
+//! offset's correction and the scales per block), so that the weight rows that share it
+//! (`dot_rows`, the decode path) only decode their own blocks.
+
+use super::*;
+use half::f16;
+
+/// A 32-element block format.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fmt {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+}
+
+impl Fmt {
+    /// Weight block bytes.
+    const fn wb(self) -> usize {
+        match self {
+            Fmt::Q4_0 => 18,
+            Fmt::Q4_1 => 20,
+            Fmt::Q5_0 => 22,
+            Fmt::Q5_1 => 24,
+            Fmt::Q8_0 => 34,
+        }
+    }
+
+    /// Whether the type has a min (`w = d·q + m`) and so pairs with Q8_1.
+    const fn mins(self) -> bool {
+        matches!(self, Fmt::Q4_1 | Fmt::Q5_1)
+    }
+
+    /// Activation block bytes (Q8_0 or Q8_1) and the offset of its codes.
+    const fn act(self) -> (usize, usize) {
+        if self.mins() {
+            (36, 4)
+        } else {
+            (34, 2)
+        }
+    }
+
+    /// The offset of the unsigned codes the kernel builds: `value = code − offset` (as a
+    /// byte; Q8_0's codes are `q ^ 0x80`, offset 128).
+    const fn offset(self) -> u8 {
+        match self {
+            Fmt::Q4_0 => 8,
+            Fmt::Q5_0 => 16,
+            Fmt::Q8_0 => 128,
+            Fmt::Q4_1 | Fmt::Q5_1 => 0,
+        }
+    }
+}
+
+const FMTS: [Fmt; 5] = [Fmt::Q4_0, Fmt::Q4_1, Fmt::Q5_0, Fmt::Q5_1, Fmt::Q8_0];
+
+/// `F` as a format (`F` indexes [`FMTS`]; a const generic cannot be an enum).
+const fn fmt<const F: usize>() -> Fmt {
+    FMTS[F]
+}
+
+/// An activation row of Q8_0 / Q8_1 blocks, rearranged for [`row`]. Every field is padded
+/// with zeros to whole groups of 16 blocks.
+struct Acts {
+    /// Blocks in the row.
+    nb: usize,
+    /// Codes in element order (32 per block).
+    q: Vec<i8>,
+    /// Per block, 8 lanes of `−offset·(sum of 4 codes)`: the value offset's share of each
+    /// `vpdpbusd` lane.
+    corr: Vec<i32>,
+    /// Per block, the scale `d` (and Q8_1's `s`) as f32.
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl Acts {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn new<const F: usize>(a: &[u8], nb: usize) -> Acts {
+        let f = fmt::<F>();
+        let (ab, aq) = f.act();
+        let padded = nb.next_multiple_of(16);
+        let mut acts = Acts {
+            nb,
+            q: vec![0; 32 * padded],
+            corr: vec![0; if f.offset() != 0 { 8 * padded } else { 0 }],
+            d: vec![0.0; padded],
+            s: vec![0.0; if f.mins() { padded } else { 0 }],
+        };
+        for (b, y) in a.chunks_exact(ab).take(nb).enumerate() {
+            for (o, &v) in acts.q[32 * b..32 * (b + 1)].iter_mut().zip(&y[aq..aq + 32]) {
+                *o = v as i8;
+            }
+            acts.d[b] = f16::from_le_bytes([y[0], y[1]]).to_f32();
+            if f.mins() {
+                acts.s[b] = f16::from_le_bytes([y[2], y[3]]).to_f32();
+            }
+        }
+        if f.offset() != 0 {
+            let off = _mm512_set1_epi8(f.offset() as i8);
+            for (c, q) in acts.corr.chunks_exact_mut(16).zip(acts.q.chunks_exact(64)) {
+                let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, load_q64(q, 0));
+                let v = _mm512_sub_epi32(_mm512_setzero_si512(), lanes);
+                // SAFETY: `c` is 16 writable i32.
+                unsafe { _mm512_storeu_si512(c.as_mut_ptr().cast(), v) };
+            }
+        }
+        acts
+    }
+}
+
+/// 64 codes from `q[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_q64(q: &[i8], off: usize) -> __m512i {
+    let v: &[i8; 64] = q[off..off + 64].try_into().expect("length is 64");
+    // SAFETY: `v` is 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+/// 16 i32 from `s[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_i32x16(s: &[i32], off: usize) -> __m512i {
+    let v: &[i32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable i32.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+/// 16 f32 from `s[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f32x16(s: &[f32], off: usize) -> __m512 {
+    let v: &[f32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable f32.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+/// Two blocks' unsigned codes in element order, block `x0` in the low half, `x1` in the high
+/// half. Without `x1` (past the end of the row) the high half is junk that meets zero
+/// activation codes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn codes_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>) -> __m512i {
+    let f = fmt::<F>();
+    if f == Fmt::Q8_0 {
+        let q = match x1 {
+            Some(x1) => load32x2(arr(x0, 2), arr(x1, 2)),
+            None => _mm512_castsi256_si512(load32(arr(x0, 2))),
+        };
+        return _mm512_xor_si512(q, _mm512_set1_epi8(0x80u8 as i8));
+    }
+    let qs = match f {
+        Fmt::Q4_0 => 2,
+        Fmt::Q4_1 => 4,
+        Fmt::Q5_0 => 6,
+        _ => 8,
+    };
+    let lo = load16(arr(x0, qs));
+    let hi = match x1 {
+        Some(x1) => load16(arr(x1, qs)),
+        None => lo,
+    };
+    // [x0.qs, x0.qs, x1.qs, x1.qs], then the high nibbles from copies 1 and 3.
+    let v = _mm512_castsi256_si512(_mm256_set_m128i(hi, lo));
+    let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(v, v);
+    let shifts = _mm512_set_epi64(
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+    );
+    let nib = _mm512_and_si512(_mm512_srlv_epi16(v, shifts), _mm512_set1_epi8(0x0F));
+    if matches!(f, Fmt::Q5_0 | Fmt::Q5_1) {
+        // The fifth bit of element j is bit j of qh; byte i of the vector is element i % 32.
+        let qh = if f == Fmt::Q5_0 { 2 } else { 4 };
+        let h0 = u32::from_le_bytes(*arr(x0, qh)) as u64;
+        let h1 = x1.map_or(0, |x1| u32::from_le_bytes(*arr(x1, qh)) as u64);
+        _mm512_mask_add_epi8(nib, h0 | (h1 << 32), nib, _mm512_set1_epi8(16))
+    } else {
+        nib
+    }
+}
+
+/// The i32 lanes of blocks `b` and `b + 1` (lanes 0..8 and 8..16, 4 products each), the value
+/// offset taken out; `x1` is block `b + 1` of the weights, if the row has it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>, acts: &Acts, b: usize) -> __m512i {
+    let init = if fmt::<F>().offset() != 0 {
+        load_i32x16(&acts.corr, 8 * b)
+    } else {
+        _mm512_setzero_si512()
+    };
+    _mm512_dpbusd_epi32(init, codes_pair::<F>(x0, x1), load_q64(&acts.q, 32 * b))
+}
+
+/// Eight vectors of two blocks' lanes (vector `k`: blocks `2k`, `2k + 1`) to one vector of
+/// the 16 blocks' sums, in block order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn block_sums(p: &[__m512i; 8]) -> __m512i {
+    // Pairs of vectors to 4 blocks × 4 partial sums: 128-bit lane l of r[i] is block 4i + l.
+    let mut r = [_mm512_setzero_si512(); 4];
+    for (i, ri) in r.iter_mut().enumerate() {
+        let (x, y) = (p[2 * i], p[2 * i + 1]);
+        let even = _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y);
+        let odd = _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
+        *ri = _mm512_add_epi32(even, odd);
+    }
+    // Within each 128-bit lane l, a 4×4 transpose-and-add: element i becomes block 4i + l.
+    let u01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[0], r[1]),
+        _mm512_unpackhi_epi32(r[0], r[1]),
+    );
+    let u23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[2], r[3]),
+        _mm512_unpackhi_epi32(r[2], r[3]),
+    );
+    let w = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(u01, u23),
+        _mm512_unpackhi_epi64(u01, u23),
+    );
+    // Lane 4l + i holds block 4i + l: transpose back to block order.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_epi32(order, w)
+}
+
+/// Four little-endian u16 at `s[off + stride·j]`, `j = j0..j0 + 4`, packed into one i64
+/// (zero for `j ≥ n`). General-register work: on Zen 4 a gather of the 16 scales costs more
+/// than the rest of a step.
+#[inline(always)]
+fn pack4(s: &[u8], off: usize, stride: usize, j0: usize, n: usize) -> i64 {
+    let mut v = 0u64;
+    for i in 0..4 {
+        let j = j0 + i;
+        if j < n {
+            v |= (u16::from_le_bytes([s[off + stride * j], s[off + stride * j + 1]]) as u64)
+                << (16 * i);
+        }
+    }
+    v as i64
+}
+
+/// The f16 at byte `off` of each of the `n` (≤ 16) blocks of `stride` bytes in `s`, packed
+/// for `_mm256_set_epi64x` (zero past `n`). Plain code, so that it always inlines.
+#[inline(always)]
+fn f16x16(s: &[u8], off: usize, stride: usize, n: usize) -> [i64; 4] {
+    [
+        pack4(s, off, stride, 0, n),
+        pack4(s, off, stride, 4, n),
+        pack4(s, off, stride, 8, n),
+        pack4(s, off, stride, 12, n),
+    ]
+}
+
+/// 16 f16 packed by [`f16x16`] as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn cvt_f16x16(h: [i64; 4]) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set_epi64x(h[3], h[2], h[1], h[0]))
+}
+
+/// One weight row against the prepared activations: the parent module's 16 chains.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
+    let f = fmt::<F>();
+    let wb = f.wb();
+    let nb = (w.len() / wb).min(acts.nb);
+    let mut acc = _mm512_setzero_ps();
+    let mut g = 0;
+    while g < nb {
+        let n = (nb - g).min(16);
+        let wg = &w[wb * g..wb * (g + n)];
+        let mut p = [_mm512_setzero_si512(); 8];
+        let dw = if n == 16 {
+            // Constant offsets into a slice of known length: no bounds checks remain.
+            let wg = &wg[..16 * wb];
+            for (k, pk) in p.iter_mut().enumerate() {
+                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
+                *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
+            }
+            cvt_f16x16(f16x16(wg, 0, wb, 16))
+        } else {
+            for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
+                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                let x1 = if 2 * k + 1 < n {
+                    Some(&wg[(2 * k + 1) * wb..(2 * k + 2) * wb])
+                } else {
+                    None
+                };
+                *pk = dot_pair::<F>(x0, x1, acts, g + 2 * k);
+            }
+            cvt_f16x16(f16x16(wg, 0, wb, n))
+        };
+        let isum = _mm512_cvtepi32_ps(block_sums(&p));
+        let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
+        acc = _mm512_fmadd_ps(s, isum, acc);
+        if f.mins() {
+            let m = cvt_f16x16(f16x16(wg, 2, wb, n));
+            acc = _mm512_fmadd_ps(m, load_f32x16(&acts.s, g), acc);
+        }
+        g += 16;
+    }
+    hsum16(acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows<const F: usize>(w: &[u8], a: &[u8], out: &mut [f32]) {
+    let f = fmt::<F>();
+    let rb = w.len() / out.len().max(1);
+    let nb = (rb / f.wb()).min(a.len() / f.act().0);
+    let acts = Acts::new::<F>(a, nb);
+    for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb.max(1))) {
+        *o = row::<F>(wr, &acts);
+    }
+}
+
+macro_rules! entry_points {
+    ($($f:literal: $dot:ident, $rows:ident;)*) => {$(
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $dot(w: &[u8], a: &[u8]) -> f32 {
+            let mut out = [0f32];
+            rows::<$f>(w, a, &mut out);
+            out[0]
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $rows(w: &[u8], a: &[u8], out: &mut [f32]) {
+            rows::<$f>(w, a, out)
+        }
+    )*};
+}
+
+entry_points! {
+    0: vec_dot_q4_0_q8_0, dot_rows_q4_0_q8_0;
+    1: vec_dot_q4_1_q8_1, dot_rows_q4_1_q8_1;
+    2: vec_dot_q5_0_q8_0, dot_rows_q5_0_q8_0;
+    3: vec_dot_q5_1_q8_1, dot_rows_q5_1_q8_1;
+    4: vec_dot_q8_0_q8_0, dot_rows_q8_0_q8_0;
+}
