@@ -92,19 +92,25 @@ fn tile32<const MINS: bool>(
             } else {
                 _mm512_setzero_ps()
             };
+            // k outer, t inner: the T sums are independent chains, so the dpbusd latency
+            // overlaps (t outer gave one chain of 8 at a time).
+            let mut isum = [_mm512_setzero_si512(); T32];
+            let mut qs = [&[0i8; 32]; T32];
             for (t, at) in a.iter().enumerate() {
-                let q: &[i8; 32] = at.q[32 * b..32 * (b + 1)].try_into().expect("32 codes");
-                // Signed types hold `q + 128`: take `128·Σqa` back out.
-                let mut isum = if MINS {
-                    _mm512_setzero_si512()
-                } else {
-                    _mm512_set1_epi32(-128 * at.sums[b])
-                };
-                for (k, &v) in wq.iter().enumerate() {
-                    isum = _mm512_dpbusd_epi32(isum, v, _mm512_set1_epi32(quad(q, k)));
+                qs[t] = at.q[32 * b..32 * (b + 1)].try_into().expect("32 codes");
+                if !MINS {
+                    // Signed types hold `q + 128`: take `128·Σqa` back out.
+                    isum[t] = _mm512_set1_epi32(-128 * at.sums[b]);
                 }
+            }
+            for (k, &v) in wq.iter().enumerate() {
+                for t in 0..T32 {
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], v, _mm512_set1_epi32(quad(qs[t], k)));
+                }
+            }
+            for (t, at) in a.iter().enumerate() {
                 let s = _mm512_mul_ps(wd, _mm512_set1_ps(at.d[b]));
-                acc[t] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum), acc[t]);
+                acc[t] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum[t]), acc[t]);
                 if MINS {
                     acc[t] = _mm512_fmadd_ps(wm, _mm512_set1_ps(at.s[b]), acc[t]);
                 }
@@ -168,15 +174,15 @@ fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [
             for (k, v) in wq.iter_mut().enumerate().take(quads) {
                 *v = load64(arr(codes, 64 * (quads * g + k)));
             }
-            for (t, y) in ys.iter().enumerate() {
-                // Two partial sums, so that more dpbusd chains run at once.
-                let mut s = [_mm512_setzero_si512(); 2];
-                for k in 0..quads {
+            let mut part = [_mm512_setzero_si512(); TK];
+            for (k, &v) in wq.iter().enumerate().take(quads) {
+                for (t, y) in ys.iter().enumerate() {
                     let qa = _mm512_set1_epi32(i32_at(y, 4 + 4 * (quads * g + k)));
-                    s[k % 2] = _mm512_dpbusd_epi32(s[k % 2], wq[k], qa);
+                    part[t] = _mm512_dpbusd_epi32(part[t], v, qa);
                 }
-                let s = _mm512_add_epi32(s[0], s[1]);
-                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, sc));
+            }
+            for t in 0..TK {
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(part[t], sc));
             }
         }
         // Min term (Q4_K/Q5_K) or the −32 offset (Q6_K), from the Q8_K group sums.
