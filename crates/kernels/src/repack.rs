@@ -15,6 +15,7 @@ use crate::blocks::{
     BlockQ8_0, QuantBlock,
 };
 use crate::types::QK_K;
+use half::f16;
 
 /// Weight rows per packed group: one per 32-bit lane of a 512-bit vector.
 pub const LANES: usize = 16;
@@ -82,6 +83,13 @@ impl PackKind {
 pub(crate) struct Packed {
     kind: PackKind,
     n_cols: usize,
+    bufs: Bufs,
+}
+
+/// The storage of [`Packed`], reused across calls on a thread ([`SCRATCH`]): a fresh
+/// allocation per GEMM call costs page faults that show in prompt-processing profiles.
+#[derive(Default)]
+struct Bufs {
     /// Per group `16·n_cols` bytes: byte `(q·16 + r)·4 + e` is element `4q + e` of row `r`.
     codes: Vec<u8>,
     /// Per group, per block, per scale group: 16 sub-block scales (K-quants).
@@ -93,6 +101,25 @@ pub(crate) struct Packed {
     d: Vec<f32>,
     /// Per group, per block, 16 Q4_1/Q5_1 mins `m`, or Q4_K/Q5_K `dmin`.
     m: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Bufs>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        let bufs = std::mem::take(&mut self.bufs);
+        // Keep the larger set when a thread packs for two GEMMs at once.
+        let _ = SCRATCH.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.as_ref()
+                .is_none_or(|old| old.codes.capacity() < bufs.codes.capacity())
+            {
+                *s = Some(bufs);
+            }
+        });
+    }
 }
 
 /// One packed group of 16 rows.
@@ -111,17 +138,22 @@ impl Packed {
         let n_rows = rows.len() / row_bytes;
         let groups = n_rows.div_ceil(LANES);
         let nb = n_cols / kind.block_elems();
-        let mut p = Packed {
-            kind,
-            n_cols,
-            codes: vec![0; groups * LANES * n_cols],
-            scales: vec![0; groups * nb * kind.scale_groups() * LANES],
-            pairs: vec![0; groups * nb * kind.pair_groups() * LANES],
-            d: vec![0.0; groups * nb * LANES],
-            m: vec![0.0; groups * nb * LANES],
-        };
-        for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
-            p.pack_row(i / LANES, i % LANES, row);
+        let mut bufs = SCRATCH
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // Every element is written below (padding rows as zeros): no need to clear.
+        bufs.codes.resize(groups * LANES * n_cols, 0);
+        bufs.scales
+            .resize(groups * nb * kind.scale_groups() * LANES, 0);
+        bufs.pairs
+            .resize(groups * nb * kind.pair_groups() * LANES, 0);
+        bufs.d.resize(groups * nb * LANES, 0.0);
+        bufs.m.resize(groups * nb * LANES, 0.0);
+        let mut p = Packed { kind, n_cols, bufs };
+        for (g, group) in rows.chunks(LANES * row_bytes).enumerate() {
+            p.pack_group(g, group, row_bytes);
         }
         p
     }
@@ -130,121 +162,167 @@ impl Packed {
     pub fn group(&self, g: usize) -> PackedGroup<'_> {
         let nb = self.n_cols / self.kind.block_elems();
         let per = |k: usize| g * nb * k * LANES..(g + 1) * nb * k * LANES;
+        let b = &self.bufs;
         PackedGroup {
-            codes: &self.codes[g * LANES * self.n_cols..(g + 1) * LANES * self.n_cols],
-            scales: &self.scales[per(self.kind.scale_groups())],
-            pairs: &self.pairs[per(self.kind.pair_groups())],
-            d: &self.d[per(1)],
-            m: &self.m[per(1)],
+            codes: &b.codes[g * LANES * self.n_cols..(g + 1) * LANES * self.n_cols],
+            scales: &b.scales[per(self.kind.scale_groups())],
+            pairs: &b.pairs[per(self.kind.pair_groups())],
+            d: &b.d[per(1)],
+            m: &b.m[per(1)],
         }
     }
 
-    /// Write row `r` of group `g`.
-    fn pack_row(&mut self, g: usize, r: usize, row: &[u8]) {
+    /// Write group `g` from its (up to 16) rows, block by block: each block's codes of all
+    /// rows are decoded first, then written out in order.
+    fn pack_group(&mut self, g: usize, rows: &[u8], row_bytes: usize) {
         let kind = self.kind;
         let (elems, bytes) = (kind.block_elems(), kind.block_bytes());
         let nb = self.n_cols / elems;
-        let codes = &mut self.codes[g * LANES * self.n_cols..(g + 1) * LANES * self.n_cols];
+        let n = rows.len() / row_bytes;
+        let bufs = &mut self.bufs;
+        let codes = &mut bufs.codes[g * LANES * self.n_cols..(g + 1) * LANES * self.n_cols];
         let (ns, np) = (kind.scale_groups(), kind.pair_groups());
-        for (b, blk) in row.chunks_exact(bytes).enumerate().take(nb) {
+        let mut q = [[0u32; QK_K / 4]; LANES];
+        for b in 0..nb {
             let at = g * nb + b;
-            let mut q = [0u8; QK_K];
-            let q = &mut q[..elems];
-            let (d, m) = match kind {
-                PackKind::Q4_0 => {
-                    let x = BlockQ4_0::read(blk);
-                    nibbles(&x.qs, q);
-                    bias(q, 8);
-                    (x.d.to_f32(), 0.0)
+            for (r, qr) in q.iter_mut().enumerate() {
+                let at_r = |k: usize, j: usize| (at * k + j) * LANES + r;
+                if r >= n {
+                    // Padding row: zero codes and scales.
+                    *qr = [0; QK_K / 4];
+                    bufs.d[at * LANES + r] = 0.0;
+                    bufs.m[at * LANES + r] = 0.0;
+                    (0..ns).for_each(|j| bufs.scales[at_r(ns, j)] = 0);
+                    (0..np).for_each(|j| bufs.pairs[at_r(np, j)] = 0);
+                    continue;
                 }
-                PackKind::Q4_1 => {
-                    let x = BlockQ4_1::read(blk);
-                    nibbles(&x.qs, q);
-                    (x.d.to_f32(), x.m.to_f32())
-                }
-                PackKind::Q5_0 => {
-                    let x = BlockQ5_0::read(blk);
-                    fifth_bits(x.qh, &x.qs, q);
-                    bias(q, 16);
-                    (x.d.to_f32(), 0.0)
-                }
-                PackKind::Q5_1 => {
-                    let x = BlockQ5_1::read(blk);
-                    fifth_bits(x.qh, &x.qs, q);
-                    (x.d.to_f32(), x.m.to_f32())
-                }
-                PackKind::Q8_0 => {
-                    let x = BlockQ8_0::read(blk);
-                    for (o, &v) in q.iter_mut().zip(&x.qs) {
-                        *o = (v as u8) ^ 0x80;
+                let blk = &rows[r * row_bytes + b * bytes..r * row_bytes + (b + 1) * bytes];
+                quads(kind, blk, qr);
+                let f16_at = |o: usize| f16::from_le_bytes([blk[o], blk[o + 1]]).to_f32();
+                let (d, m) = match kind {
+                    PackKind::Q4_0 | PackKind::Q5_0 | PackKind::Q8_0 => (f16_at(0), 0.0),
+                    PackKind::Q4_1 | PackKind::Q5_1 => (f16_at(0), f16_at(2)),
+                    PackKind::Q4K | PackKind::Q5K => {
+                        let sc: [u8; 12] = blk[4..16].try_into().expect("12 bytes");
+                        for j in 0..8 {
+                            let (s, mn) = get_scale_min_k4(j, &sc);
+                            bufs.scales[at_r(ns, j)] = s as i32;
+                            bufs.pairs[at_r(np, j)] = mn as i32 * 0x1_0001;
+                        }
+                        (f16_at(0), f16_at(2))
                     }
-                    (x.d.to_f32(), 0.0)
+                    PackKind::Q6K => {
+                        let sc = |j: usize| blk[192 + j] as i8;
+                        for j in 0..16 {
+                            bufs.scales[at_r(ns, j)] = sc(j) as i32;
+                        }
+                        for j in 0..8 {
+                            let lo = sc(2 * j) as i16 as u16 as u32;
+                            let hi = sc(2 * j + 1) as i16 as u16 as u32;
+                            bufs.pairs[at_r(np, j)] = (lo | (hi << 16)) as i32;
+                        }
+                        (f16_at(208), 0.0)
+                    }
+                };
+                bufs.d[at * LANES + r] = d;
+                bufs.m[at * LANES + r] = m;
+            }
+            // Quad `k` of the block (elements 4k..4k + 4) of row `r` is lane `r` of vector `k`.
+            let out = &mut codes[b * elems * LANES..(b + 1) * elems * LANES];
+            for (k, v) in out.chunks_exact_mut(4 * LANES).enumerate() {
+                for (o, qr) in v.chunks_exact_mut(4).zip(&q) {
+                    o.copy_from_slice(&qr[k].to_le_bytes());
                 }
-                PackKind::Q4K | PackKind::Q5K => {
-                    let (c, d, dmin, sc) = if kind == PackKind::Q4K {
-                        let x = BlockQ4K::read(blk);
-                        (x.codes(), x.d, x.dmin, x.scales)
-                    } else {
-                        let x = BlockQ5K::read(blk);
-                        (x.codes(), x.d, x.dmin, x.scales)
-                    };
-                    q.copy_from_slice(&c);
-                    for j in 0..8 {
-                        let (s, mn) = get_scale_min_k4(j, &sc);
-                        self.scales[(at * ns + j) * LANES + r] = s as i32;
-                        self.pairs[(at * np + j) * LANES + r] = mn as i32 * 0x1_0001;
-                    }
-                    (d.to_f32(), dmin.to_f32())
-                }
-                PackKind::Q6K => {
-                    let x = BlockQ6K::read(blk);
-                    for (o, v) in q.iter_mut().zip(x.values()) {
-                        *o = (v + 32) as u8;
-                    }
-                    for (j, &s) in x.scales.iter().enumerate() {
-                        self.scales[(at * ns + j) * LANES + r] = s as i32;
-                    }
-                    for j in 0..8 {
-                        let lo = x.scales[2 * j] as i16 as u16 as u32;
-                        let hi = x.scales[2 * j + 1] as i16 as u16 as u32;
-                        self.pairs[(at * np + j) * LANES + r] = (lo | (hi << 16)) as i32;
-                    }
-                    (x.d.to_f32(), 0.0)
-                }
-            };
-            self.d[at * LANES + r] = d;
-            self.m[at * LANES + r] = m;
-            // Element e of the block sits in lane quad (b·elems + e) / 4.
-            let base = b * elems * LANES;
-            for (quad, c4) in q.chunks_exact(4).enumerate() {
-                let o = base + (quad * LANES + r) * 4;
-                codes[o..o + 4].copy_from_slice(c4);
             }
         }
     }
 }
 
-/// The 32 nibbles of a legacy block in element order (low nibbles first).
-fn nibbles(qs: &[u8; 16], q: &mut [u8]) {
-    for (j, &b) in qs.iter().enumerate() {
-        q[j] = b & 0x0F;
-        q[j + 16] = b >> 4;
-    }
+/// Four bytes of `b` at `o` as a little-endian u32.
+#[inline(always)]
+fn word(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-/// Q5 codes: nibbles plus the fifth bit of element `j` from bit `j` of `qh`.
-fn fifth_bits(qh: [u8; 4], qs: &[u8; 16], q: &mut [u8]) {
-    nibbles(qs, q);
-    let qh = u32::from_le_bytes(qh);
-    for (j, v) in q.iter_mut().enumerate() {
-        *v |= (((qh >> j) & 1) as u8) << 4;
-    }
-}
+const LOW4: u32 = 0x0F0F_0F0F;
 
-/// Unsigned codes `q` of a type whose values are `q − offset` to the biased `q − offset + 128`.
-fn bias(q: &mut [u8], offset: u8) {
-    for v in q {
-        *v += 128 - offset;
+/// Bit `i` of a nibble to bit 4 of byte `i`: the Q5 fifth bits of 4 elements.
+const FIFTH: [u32; 16] = {
+    let mut t = [0u32; 16];
+    let mut x = 0;
+    while x < 16 {
+        let mut i = 0;
+        while i < 4 {
+            if (x >> i) & 1 != 0 {
+                t[x] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        x += 1;
+    }
+    t
+};
+
+/// The unsigned codes of one block, four per u32 in element order (`q[k]` holds elements
+/// `4k..4k + 4`), signed types biased to `value + 128`. Whole-word bit operations: every
+/// layout keeps four consecutive elements in the same bit positions of four consecutive bytes.
+fn quads(kind: PackKind, blk: &[u8], q: &mut [u32; QK_K / 4]) {
+    match kind {
+        PackKind::Q4_0 | PackKind::Q4_1 | PackKind::Q5_0 | PackKind::Q5_1 => {
+            // Byte j of qs: element j (low nibble), element j + 16 (high nibble).
+            let (qs, qh, bias) = match kind {
+                PackKind::Q4_0 => (2, None, 0x7878_7878), // value = q − 8
+                PackKind::Q4_1 => (4, None, 0),
+                PackKind::Q5_0 => (6, Some(2), 0x7070_7070), // value = q − 16
+                _ => (8, Some(4), 0),
+            };
+            let high = qh.map_or(0, |o| word(blk, o));
+            for k in 0..4 {
+                let w = word(blk, qs + 4 * k);
+                q[k] = w & LOW4;
+                q[k + 4] = (w >> 4) & LOW4;
+            }
+            for (k, v) in q[..8].iter_mut().enumerate() {
+                *v = (*v | FIFTH[((high >> (4 * k)) & 0xF) as usize]) + bias;
+            }
+        }
+        PackKind::Q8_0 => {
+            for (k, v) in q[..8].iter_mut().enumerate() {
+                *v = word(blk, 2 + 4 * k) ^ 0x8080_8080;
+            }
+        }
+        PackKind::Q4K | PackKind::Q5K => {
+            // Chunk c of qs: elements 64c + l (low nibbles), 64c + 32 + l (high nibbles);
+            // Q5_K's fifth bits: bit 2c (low) and 2c + 1 (high) of qh byte l.
+            let qs = if kind == PackKind::Q4K { 16 } else { 48 };
+            for c in 0..4 {
+                for i in 0..8 {
+                    let w = word(blk, qs + 32 * c + 4 * i);
+                    let (mut lo, mut hi) = (w & LOW4, (w >> 4) & LOW4);
+                    if kind == PackKind::Q5K {
+                        let h = word(blk, 16 + 4 * i);
+                        lo |= ((h >> (2 * c)) & 0x0101_0101) << 4;
+                        hi |= ((h >> (2 * c + 1)) & 0x0101_0101) << 4;
+                    }
+                    q[16 * c + i] = lo;
+                    q[16 * c + 8 + i] = hi;
+                }
+            }
+        }
+        PackKind::Q6K => {
+            // Half h, run k of 32 elements: ql nibbles (bytes 32·(k % 2), shift 4·(k / 2))
+            // and qh bit pair k.
+            for h in 0..2 {
+                for k in 0..4 {
+                    for i in 0..8 {
+                        let l = word(blk, 64 * h + 32 * (k % 2) + 4 * i);
+                        let hb = word(blk, 128 + 32 * h + 4 * i);
+                        let lo = (l >> (4 * (k / 2))) & LOW4;
+                        q[32 * h + 8 * k + i] = lo | (((hb >> (2 * k)) & 0x0303_0303) << 4);
+                    }
+                }
+            }
+        }
     }
 }
 
