@@ -65,6 +65,11 @@ impl GemmActs {
         if n_cols == 0 {
             return;
         }
+        // The active tier's Q8_1 quantizer (bit-identical to the reference on every tier, and
+        // vectorized), a few blocks at a time through a buffer.
+        let k = crate::dispatch::dot_kernel_for(GgmlType::Q4_1, crate::active_isa())
+            .expect("every tier quantizes Q8_1");
+        const CHUNK: usize = 8;
         self.q
             .par_chunks_mut(n_cols)
             .zip(self.d.par_chunks_mut(n_cols / 32))
@@ -72,16 +77,22 @@ impl GemmActs {
             .zip(self.sums.par_chunks_mut(n_cols / 32))
             .zip(x.par_chunks(n_cols))
             .for_each(|((((q, d), s), sums), x)| {
-                for (b, (qb, xb)) in q.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
-                    let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let (db, id) = crate::blocks::q8_0_scales(amax);
-                    for (qv, &xv) in qb.iter_mut().zip(xb) {
-                        *qv = (xv * id).round().clamp(-127.0, 127.0) as i8;
+                let mut buf = [0u8; 36 * CHUNK];
+                for (c, xc) in x.chunks(32 * CHUNK).enumerate() {
+                    let blocks = &mut buf[..36 * (xc.len() / 32)];
+                    k.quantize_act(xc, blocks);
+                    for (i, blk) in blocks.chunks_exact(36).enumerate() {
+                        let b = CHUNK * c + i;
+                        let f16_at = |o: usize| half::f16::from_le_bytes([blk[o], blk[o + 1]]);
+                        let mut sum = 0i32;
+                        for (qv, &v) in q[32 * b..32 * (b + 1)].iter_mut().zip(&blk[4..]) {
+                            *qv = v as i8;
+                            sum += v as i8 as i32;
+                        }
+                        d[b] = f16_at(0).to_f32();
+                        s[b] = f16_at(2).to_f32();
+                        sums[b] = sum;
                     }
-                    let sum: i32 = qb.iter().map(|&v| v as i32).sum();
-                    d[b] = half::f16::from_f32(db).to_f32();
-                    s[b] = half::f16::from_f32(sum as f32 * db).to_f32();
-                    sums[b] = sum;
                 }
             });
     }
