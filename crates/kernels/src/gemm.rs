@@ -17,7 +17,7 @@ use crate::blocks::{
     QuantBlock,
 };
 use crate::dispatch::Isa;
-use crate::repack::{PackKind, Packed, PackedGroup, LANES, TILE_T32, TILE_TK};
+use crate::repack::{PackFn, PackKind, Packed, PackedGroup, LANES, TILE_T32, TILE_TK};
 use crate::types::GgmlType;
 use rayon::prelude::*;
 
@@ -165,6 +165,8 @@ enum Kind {
     /// ([`crate::repack`]), one per vector lane.
     Lanes32 {
         pack: PackKind,
+        /// The tier's packer of whole groups.
+        packer: PackFn,
         /// Whether the type has a min term (Q4_1, Q5_1).
         mins: bool,
         tile: Lane32TileFn,
@@ -172,6 +174,7 @@ enum Kind {
     /// K-quant super-blocks against Q8_K rows, repacked as [`Kind::Lanes32`].
     LanesK {
         pack: PackKind,
+        packer: PackFn,
         q6k: bool,
         tile: LaneKTileFn,
     },
@@ -218,14 +221,16 @@ impl Gemm {
         }
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
-            use crate::simd::x86_avx512::{tile_blocks32, tile_k};
+            use crate::simd::x86_avx512::{pack_group, tile_blocks32, tile_k};
             let lanes32 = |pack, mins| Kind::Lanes32 {
                 pack,
+                packer: pack_group,
                 mins,
                 tile: tile_blocks32,
             };
             let lanes_k = |pack, q6k| Kind::LanesK {
                 pack,
+                packer: pack_group,
                 q6k,
                 tile: tile_k,
             };
@@ -286,12 +291,18 @@ impl Gemm {
     /// row `r` of `w` (`n_rows` rows of `n_cols` values of the weight type), in parallel over
     /// weight rows on the current rayon pool. Panics if a length disagrees.
     pub fn matmul(&self, w: &[u8], n_rows: usize, n_cols: usize, a: &GemmActs, y: &mut [f32]) {
-        if let Kind::Lanes32 { pack, mins, tile } = self.kind {
+        if let Kind::Lanes32 {
+            pack,
+            packer,
+            mins,
+            tile,
+        } = self.kind
+        {
             assert_eq!(a.n_cols, n_cols, "gemm: activation width");
             let Some(w_row) = self.check(w, n_rows, n_cols, a.m, y) else {
                 return;
             };
-            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols);
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols, Some(packer));
             let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_T32], out: &mut _| {
                 let acts = ts.map(|t| a.row(t));
                 // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the kernel bounds
@@ -372,11 +383,17 @@ impl Gemm {
             m.checked_mul(a_row),
             "gemm: activation bytes"
         );
-        if let Kind::LanesK { pack, q6k, tile } = self.kind {
+        if let Kind::LanesK {
+            pack,
+            packer,
+            q6k,
+            tile,
+        } = self.kind
+        {
             let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
                 return;
             };
-            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols);
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols, Some(packer));
             let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_TK], out: &mut _| {
                 let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
                 // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.

@@ -122,6 +122,20 @@ impl Drop for Packed {
     }
 }
 
+/// A tier's packer for one whole group of 16 rows (`rows` holds 16 rows of `row_bytes`): it
+/// writes exactly what the reference code here writes (tested), only faster.
+pub(crate) type PackFn =
+    unsafe fn(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: GroupMut<'_>);
+
+/// One packed group of 16 rows, to be written.
+pub(crate) struct GroupMut<'a> {
+    pub codes: &'a mut [u8],
+    pub scales: &'a mut [i32],
+    pub pairs: &'a mut [i32],
+    pub d: &'a mut [f32],
+    pub m: &'a mut [f32],
+}
+
 /// One packed group of 16 rows.
 #[derive(Clone, Copy)]
 pub(crate) struct PackedGroup<'a> {
@@ -133,8 +147,15 @@ pub(crate) struct PackedGroup<'a> {
 }
 
 impl Packed {
-    /// Repack the `rows.len() / row_bytes` rows of `rows` (each `n_cols` elements of `kind`).
-    pub fn new(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize) -> Packed {
+    /// Repack the `rows.len() / row_bytes` rows of `rows` (each `n_cols` elements of `kind`),
+    /// whole groups with `fast` where given (the caller checked that the CPU runs it).
+    pub fn new(
+        kind: PackKind,
+        rows: &[u8],
+        row_bytes: usize,
+        n_cols: usize,
+        fast: Option<PackFn>,
+    ) -> Packed {
         let n_rows = rows.len() / row_bytes;
         let groups = n_rows.div_ceil(LANES);
         let nb = n_cols / kind.block_elems();
@@ -153,9 +174,30 @@ impl Packed {
         bufs.m.resize(groups * nb * LANES, 0.0);
         let mut p = Packed { kind, n_cols, bufs };
         for (g, group) in rows.chunks(LANES * row_bytes).enumerate() {
-            p.pack_group(g, group, row_bytes);
+            match fast {
+                Some(f) if group.len() == LANES * row_bytes => {
+                    // SAFETY: the caller chose `f` for a tier this CPU runs; it bounds its
+                    // accesses by the slices.
+                    unsafe { f(kind, group, row_bytes, n_cols, p.group_mut(g)) }
+                }
+                _ => p.pack_group(g, group, row_bytes),
+            }
         }
         p
+    }
+
+    fn group_mut(&mut self, g: usize) -> GroupMut<'_> {
+        let nb = self.n_cols / self.kind.block_elems();
+        let per = |k: usize| g * nb * k * LANES..(g + 1) * nb * k * LANES;
+        let (ns, np) = (self.kind.scale_groups(), self.kind.pair_groups());
+        let b = &mut self.bufs;
+        GroupMut {
+            codes: &mut b.codes[g * LANES * self.n_cols..(g + 1) * LANES * self.n_cols],
+            scales: &mut b.scales[per(ns)],
+            pairs: &mut b.pairs[per(np)],
+            d: &mut b.d[per(1)],
+            m: &mut b.m[per(1)],
+        }
     }
 
     /// Group `g`.
@@ -332,6 +374,53 @@ mod tests {
     use crate::blocks::{dequantize_row, quantize_row};
     use crate::types::GgmlType;
 
+    /// The tier's vectorized packer writes exactly what the reference code writes, on random
+    /// bytes (any codes, any f16 bits) and with a partial last group.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn fast_packer_equals_reference() {
+        if !crate::dispatch::Isa::Avx512.is_available() {
+            return;
+        }
+        let kinds = [
+            (PackKind::Q4_0, GgmlType::Q4_0),
+            (PackKind::Q4_1, GgmlType::Q4_1),
+            (PackKind::Q5_0, GgmlType::Q5_0),
+            (PackKind::Q5_1, GgmlType::Q5_1),
+            (PackKind::Q8_0, GgmlType::Q8_0),
+            (PackKind::Q4K, GgmlType::Q4_K),
+            (PackKind::Q5K, GgmlType::Q5_K),
+            (PackKind::Q6K, GgmlType::Q6_K),
+        ];
+        let mut seed = 9u64;
+        for (kind, ty) in kinds {
+            for (n_rows, n_cols) in [(16, 256), (37, 768), (48, 512)] {
+                let rb = ty.row_bytes(n_cols).unwrap();
+                let bytes: Vec<u8> = (0..n_rows * rb)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        (seed >> 56) as u8
+                    })
+                    .collect();
+                let slow = Packed::new(kind, &bytes, rb, n_cols, None);
+                let fast = Packed::new(
+                    kind,
+                    &bytes,
+                    rb,
+                    n_cols,
+                    Some(crate::simd::x86_avx512::pack_group),
+                );
+                let (a, b) = (&slow.bufs, &fast.bufs);
+                assert_eq!(a.codes, b.codes, "{ty} {n_rows}x{n_cols}: codes");
+                assert_eq!(a.scales, b.scales, "{ty}: scales");
+                assert_eq!(a.pairs, b.pairs, "{ty}: pairs");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.d), bits(&b.d), "{ty}: d");
+                assert_eq!(bits(&a.m), bits(&b.m), "{ty}: m");
+            }
+        }
+    }
+
     /// Every packed code, scale and min read back as a value equals dequantization.
     #[test]
     fn packed_rows_dequantize_like_the_blocks() {
@@ -359,7 +448,7 @@ mod tests {
                     .collect();
                 quantize_row(ty, &x, row, None);
             }
-            let p = Packed::new(kind, &bytes, rb, n_cols);
+            let p = Packed::new(kind, &bytes, rb, n_cols, None);
             let elems = kind.block_elems();
             let signed = matches!(kind, PackKind::Q4_0 | PackKind::Q5_0 | PackKind::Q8_0);
             for i in 0..n_rows {

@@ -28,8 +28,10 @@
 mod blocks32;
 mod gemm;
 mod k_quants;
+mod repack;
 
 pub(crate) use gemm::{tile_blocks32, tile_k};
+pub(crate) use repack::pack_group;
 
 use super::{DotFn, RowsFn};
 use crate::types::GgmlType;
@@ -143,4 +145,42 @@ fn hsum256_epi32(h: __m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
     _mm_cvtsi128_si32(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scales of 16 blocks or rows
+
+/// Four little-endian u16 at `s[off + stride·j]`, `j = j0..j0 + 4`, packed into one i64
+/// (zero for `j ≥ n`). General-register work: on Zen 4 a gather of the 16 scales costs more
+/// than the rest of a step.
+#[inline(always)]
+pub(super) fn pack4(s: &[u8], off: usize, stride: usize, j0: usize, n: usize) -> i64 {
+    let mut v = 0u64;
+    for i in 0..4 {
+        let j = j0 + i;
+        if j < n {
+            v |= (u16::from_le_bytes([s[off + stride * j], s[off + stride * j + 1]]) as u64)
+                << (16 * i);
+        }
+    }
+    v as i64
+}
+
+/// The f16 at byte `off` of each of the `n` (≤ 16) blocks of `stride` bytes in `s`, packed
+/// for `_mm256_set_epi64x` (zero past `n`). Plain code, so that it always inlines.
+#[inline(always)]
+pub(super) fn f16x16(s: &[u8], off: usize, stride: usize, n: usize) -> [i64; 4] {
+    [
+        pack4(s, off, stride, 0, n),
+        pack4(s, off, stride, 4, n),
+        pack4(s, off, stride, 8, n),
+        pack4(s, off, stride, 12, n),
+    ]
+}
+
+/// 16 f16 packed by [`f16x16`] as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn cvt_f16x16(h: [i64; 4]) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set_epi64x(h[3], h[2], h[1], h[0]))
 }
