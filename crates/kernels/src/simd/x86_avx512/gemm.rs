@@ -166,7 +166,11 @@ fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [
     let mut acc = [_mm512_setzero_ps(); TK];
     for sb in 0..nsb {
         let codes = &w.codes[4096 * sb..4096 * (sb + 1)];
-        let ys: [&[u8]; TK] = std::array::from_fn(|t| &a[t][292 * sb..292 * (sb + 1)]);
+        // (A loop, not `array::from_fn`: its closure was not inlined.)
+        let mut ys: [&[u8]; TK] = [&[]; TK];
+        for (y, at) in ys.iter_mut().zip(a) {
+            *y = &at[292 * sb..292 * (sb + 1)];
+        }
         let mut isum = [_mm512_setzero_si512(); TK];
         for g in 0..groups {
             let sc = load_epi32x16(w.scales, LANES * (groups * sb + g));

@@ -8,30 +8,45 @@ use crate::repack::{GroupMut, PackKind, LANES};
 
 /// Words `off..off + 16` (as four u32) of each of the 16 rows of `rows`: vector `k` holds word
 /// `k` of row `r` in lane `r`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn words(rows: &[u8], row_bytes: usize, off: usize) -> [__m512i; 4] {
-    let at = |r: usize| load16(arr(rows, r * row_bytes + off));
-    // z[j]: rows j, j + 4, j + 8, j + 12 in its four 128-bit lanes.
-    let mut z = [_mm512_setzero_si512(); 4];
-    for (j, zj) in z.iter_mut().enumerate() {
-        let v = _mm512_castsi128_si512(at(j));
-        let v = _mm512_inserti32x4::<1>(v, at(j + 4));
-        let v = _mm512_inserti32x4::<2>(v, at(j + 8));
-        *zj = _mm512_inserti32x4::<3>(v, at(j + 12));
+///
+/// # Safety
+/// The CPU must support AVX-512 F. (Not a `target_feature` function, so that it can be
+/// `inline(always)`: LLVM kept it out of line, returning the vectors through memory.)
+#[inline(always)]
+unsafe fn words(rows: &[u8], row_bytes: usize, off: usize) -> [__m512i; 4] {
+    let at = |r: usize| -> &[u8; 16] { arr(rows, r * row_bytes + off) };
+    // SAFETY: the caller runs on a CPU with AVX-512 F; the loads read 16-byte arrays.
+    unsafe {
+        // z[j]: rows j, j + 4, j + 8, j + 12 in its four 128-bit lanes.
+        let mut z = [_mm512_setzero_si512(); 4];
+        for (j, zj) in z.iter_mut().enumerate() {
+            let v = _mm512_castsi128_si512(_mm_loadu_si128(at(j).as_ptr().cast()));
+            let v = _mm512_inserti32x4::<1>(v, _mm_loadu_si128(at(j + 4).as_ptr().cast()));
+            let v = _mm512_inserti32x4::<2>(v, _mm_loadu_si128(at(j + 8).as_ptr().cast()));
+            *zj = _mm512_inserti32x4::<3>(v, _mm_loadu_si128(at(j + 12).as_ptr().cast()));
+        }
+        // A 4×4 transpose within each 128-bit lane l: element i of output k is word k of
+        // z[i]'s lane l, which is row i + 4l, lane 4l + i.
+        let a0 = _mm512_unpacklo_epi32(z[0], z[1]);
+        let a1 = _mm512_unpackhi_epi32(z[0], z[1]);
+        let a2 = _mm512_unpacklo_epi32(z[2], z[3]);
+        let a3 = _mm512_unpackhi_epi32(z[2], z[3]);
+        [
+            _mm512_unpacklo_epi64(a0, a2),
+            _mm512_unpackhi_epi64(a0, a2),
+            _mm512_unpacklo_epi64(a1, a3),
+            _mm512_unpackhi_epi64(a1, a3),
+        ]
     }
-    // A 4×4 transpose within each 128-bit lane l: element i of output k is word k of z[i]'s
-    // lane l, which is row i + 4l, lane 4l + i.
-    let a0 = _mm512_unpacklo_epi32(z[0], z[1]);
-    let a1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    let a2 = _mm512_unpacklo_epi32(z[2], z[3]);
-    let a3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    [
-        _mm512_unpacklo_epi64(a0, a2),
-        _mm512_unpackhi_epi64(a0, a2),
-        _mm512_unpacklo_epi64(a1, a3),
-        _mm512_unpackhi_epi64(a1, a3),
-    ]
+}
+
+/// [`words`] of `rows` (16 rows of `row_bytes`) at `off`, inside the `target_feature`
+/// functions of this file.
+macro_rules! words {
+    ($rows:expr, $row_bytes:expr, $off:expr) => {
+        // SAFETY: every caller is an AVX-512 `target_feature` function of this file.
+        unsafe { words($rows, $row_bytes, $off) }
+    };
 }
 
 /// The u32 at `off` of each of the 16 rows, one per lane.
@@ -125,7 +140,7 @@ fn pack32(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
         if kind == PackKind::Q8_0 {
             let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
             for h in 0..2 {
-                for (k, v) in words(rows, row_bytes, o + qs + 16 * h)
+                for (k, v) in words!(rows, row_bytes, o + qs + 16 * h)
                     .into_iter()
                     .enumerate()
                 {
@@ -138,7 +153,7 @@ fn pack32(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
             }
         } else {
             let high = qh.map(|q| word_rows(rows, row_bytes, o + q));
-            for (k, v) in words(rows, row_bytes, o + qs).into_iter().enumerate() {
+            for (k, v) in words!(rows, row_bytes, o + qs).into_iter().enumerate() {
                 let mut lo = _mm512_and_si512(v, low4);
                 let mut hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v), low4);
                 if let Some(h) = high {
@@ -178,10 +193,10 @@ fn pack_k(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
             let mut ql = [_mm512_setzero_si512(); 32];
             let mut qh = [_mm512_setzero_si512(); 16];
             for i in 0..8 {
-                ql[4 * i..4 * i + 4].copy_from_slice(&words(rows, row_bytes, o + 16 * i));
+                ql[4 * i..4 * i + 4].copy_from_slice(&words!(rows, row_bytes, o + 16 * i));
             }
             for i in 0..4 {
-                qh[4 * i..4 * i + 4].copy_from_slice(&words(rows, row_bytes, o + 128 + 16 * i));
+                qh[4 * i..4 * i + 4].copy_from_slice(&words!(rows, row_bytes, o + 128 + 16 * i));
             }
             for h in 0..2 {
                 for k in 0..4 {
@@ -202,7 +217,7 @@ fn pack_k(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
                 }
             }
             // Scales: i8 j in byte j % 4 of word j / 4, sign-extended.
-            let sc = words(rows, row_bytes, o + 192);
+            let sc = words!(rows, row_bytes, o + 192);
             let mut s = [_mm512_setzero_si512(); 16];
             for (j, sj) in s.iter_mut().enumerate() {
                 let up = _mm512_sllv_epi32(sc[j / 4], _mm512_set1_epi32(24 - 8 * (j % 4) as i32));
@@ -221,7 +236,7 @@ fn pack_k(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
             continue;
         }
         // Q4_K / Q5_K: d|dmin, then the 12 scale bytes as words a, b, c.
-        let [dm, a, b, c] = words(rows, row_bytes, o);
+        let [dm, a, b, c] = words!(rows, row_bytes, o);
         let lo16 = _mm512_set1_epi32(0xFFFF);
         let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_and_si512(dm, lo16)));
         let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dm)));
@@ -257,12 +272,12 @@ fn pack_k(kind: PackKind, rows: &[u8], row_bytes: usize, n_cols: usize, out: Gro
         };
         let mut qh = [_mm512_setzero_si512(); 8];
         if q5 {
-            qh[..4].copy_from_slice(&words(rows, row_bytes, o + 16));
-            qh[4..].copy_from_slice(&words(rows, row_bytes, o + 32));
+            qh[..4].copy_from_slice(&words!(rows, row_bytes, o + 16));
+            qh[4..].copy_from_slice(&words!(rows, row_bytes, o + 32));
         }
         for g in 0..8 {
             // Word w = 4g + k of qs: chunk c = w / 8, position i = w % 8.
-            for (k, v) in words(rows, row_bytes, o + qs + 16 * g)
+            for (k, v) in words!(rows, row_bytes, o + qs + 16 * g)
                 .into_iter()
                 .enumerate()
             {
