@@ -8,7 +8,6 @@
 //! (`dot_rows`, the decode path) only decode their own blocks.
 
 use super::*;
-use half::f16;
 
 /// A 32-element block format.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,39 +79,77 @@ struct Acts {
     s: Vec<f32>,
 }
 
+thread_local! {
+    /// Each thread's [`Acts`] buffers, reused: decode prepares one per task of rows, thousands
+    /// of times per token.
+    static ACTS: std::cell::RefCell<Acts> = const {
+        std::cell::RefCell::new(Acts {
+            nb: 0,
+            q: Vec::new(),
+            corr: Vec::new(),
+            d: Vec::new(),
+            s: Vec::new(),
+        })
+    };
+}
+
+/// Resize `v` to `n` elements with zeros from `zero_from` on.
+fn resize<T: Copy + Default>(v: &mut Vec<T>, n: usize, zero_from: usize) {
+    v.resize(n, T::default());
+    v[zero_from.min(n)..].fill(T::default());
+}
+
 impl Acts {
+    /// Rearrange the `nb` blocks of `a` into these buffers.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn new<const F: usize>(a: &[u8], nb: usize) -> Acts {
+    fn fill<const F: usize>(&mut self, a: &[u8], nb: usize) {
         let f = fmt::<F>();
         let (ab, aq) = f.act();
         let padded = nb.next_multiple_of(16);
-        let mut acts = Acts {
-            nb,
-            q: vec![0; 32 * padded],
-            corr: vec![0; if f.offset() != 0 { 8 * padded } else { 0 }],
-            d: vec![0.0; padded],
-            s: vec![0.0; if f.mins() { padded } else { 0 }],
-        };
-        for (b, y) in a.chunks_exact(ab).take(nb).enumerate() {
-            for (o, &v) in acts.q[32 * b..32 * (b + 1)].iter_mut().zip(&y[aq..aq + 32]) {
-                *o = v as i8;
-            }
-            acts.d[b] = f16::from_le_bytes([y[0], y[1]]).to_f32();
+        self.nb = nb;
+        // Only the padding must be zero: the rest is overwritten.
+        resize(&mut self.q, 32 * padded, 32 * nb);
+        resize(&mut self.d, padded, nb);
+        if f.offset() != 0 {
+            resize(&mut self.corr, 8 * padded, 8 * nb);
+        }
+        if f.mins() {
+            resize(&mut self.s, padded, nb);
+        }
+        let a = &a[..ab * nb];
+        for (b, y) in a.chunks_exact(ab).enumerate() {
+            let q: &mut [i8; 32] = (&mut self.q[32 * b..32 * (b + 1)]).try_into().expect("32");
+            // SAFETY: `q` is 32 writable bytes; `storeu` has no alignment requirement.
+            unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), load32(arr(y, aq))) };
+        }
+        for g in (0..nb).step_by(16) {
+            let n = (nb - g).min(16);
+            let ag = &a[ab * g..ab * (g + n)];
+            let d: &mut [f32; 16] = (&mut self.d[g..g + 16]).try_into().expect("16");
+            // SAFETY: `d` is 16 writable f32.
+            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), cvt_f16x16(f16x16(ag, 0, ab, n))) };
             if f.mins() {
-                acts.s[b] = f16::from_le_bytes([y[2], y[3]]).to_f32();
+                let s: &mut [f32; 16] = (&mut self.s[g..g + 16]).try_into().expect("16");
+                // SAFETY: `s` is 16 writable f32.
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), cvt_f16x16(f16x16(ag, 2, ab, n))) };
             }
         }
         if f.offset() != 0 {
             let off = _mm512_set1_epi8(f.offset() as i8);
-            for (c, q) in acts.corr.chunks_exact_mut(16).zip(acts.q.chunks_exact(64)) {
+            let pairs = nb.div_ceil(2);
+            for (c, q) in self
+                .corr
+                .chunks_exact_mut(16)
+                .zip(self.q.chunks_exact(64))
+                .take(pairs)
+            {
                 let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, load_q64(q, 0));
                 let v = _mm512_sub_epi32(_mm512_setzero_si512(), lanes);
                 // SAFETY: `c` is 16 writable i32.
                 unsafe { _mm512_storeu_si512(c.as_mut_ptr().cast(), v) };
             }
         }
-        acts
     }
 }
 
@@ -289,10 +326,13 @@ fn rows<const F: usize>(w: &[u8], a: &[u8], out: &mut [f32]) {
     let f = fmt::<F>();
     let rb = w.len() / out.len().max(1);
     let nb = (rb / f.wb()).min(a.len() / f.act().0);
-    let acts = Acts::new::<F>(a, nb);
-    for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb.max(1))) {
-        *o = row::<F>(wr, &acts);
-    }
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        acts.fill::<F>(a, nb);
+        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb.max(1))) {
+            *o = row::<F>(wr, &acts);
+        }
+    })
 }
 
 macro_rules! entry_points {
