@@ -11,6 +11,10 @@ measures rllm and llama.cpp's llama-server:
     llama-server -m MODEL.gguf --port 8081 --parallel 4 -c 2048 -t 2 &
     python benches/load_server.py --url http://127.0.0.1:8081
 
+    # both, one after the other on the same model, flags and machine, with the ratios
+    python benches/load_server.py --serve MODEL.gguf --llama-server PATH/llama-server \
+        --parallel 4 -c 2048 -t 2 --clients 1,4,16 --rounds 2
+
 Requests ask for exactly ``--max-tokens`` tokens (``ignore_eos``, which both servers accept),
 so both generate the same amount. Traffic goes to loopback addresses only; every phase is
 bounded in requests and in time (``--deadline``), and the script stops by itself.
@@ -23,7 +27,6 @@ import asyncio
 import ipaddress
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -165,32 +168,97 @@ def report(phases: list[Phase], label: str) -> None:
             print(f"  error ({p.clients} clients): {e}", file=sys.stderr)
 
 
-def start_rllm(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str, str]:
-    log = tempfile.NamedTemporaryFile(prefix="rllm-serve-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "rllm.server", "-m", args.serve, "--host", "127.0.0.1"]
-    cmd += ["--port", "0", "--parallel", str(args.parallel), "--max-queue", "256"]
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(args: argparse.Namespace, which: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start ``rllm serve`` (``which == "rllm"``) or llama-server on a free loopback port with
+    the same model, slots, context and threads; return it once /health answers 200."""
+    log = tempfile.NamedTemporaryFile(prefix=f"{which}-serve-", suffix=".log", delete=False)
+    port = free_port()
+    if which == "rllm":
+        cmd = [sys.executable, "-m", "rllm.server", "-m", args.serve, "--max-queue", "256"]
+    else:
+        cmd = [args.llama_server, "-m", args.serve]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.parallel)]
     if args.ctx_size:
         cmd += ["-c", str(args.ctx_size)]
     if args.threads:
         cmd += ["-t", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     with httpx.Client(trust_env=False, timeout=5) as http:
-        url = ""
         while time.monotonic() < deadline and proc.poll() is None:
-            with open(log.name, encoding="utf-8", errors="replace") as f:
-                found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", f.read())
-            if found:
-                url = found[1]
-                try:
-                    if http.get(f"{url}/health").status_code == 200:
-                        return proc, url, log.name
-                except httpx.TransportError:
-                    pass
+            try:
+                if http.get(f"{url}/health").status_code == 200:
+                    return proc, url, log.name
+            except httpx.TransportError:
+                pass
             time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    sys.exit(f"rllm serve did not start; see {log.name}")
+    stop_server(proc)
+    sys.exit(f"{which} server did not start; see {log.name}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_phases(args: argparse.Namespace) -> list[Phase]:
+    phases = []
+    for n in (int(c) for c in args.clients.split(",")):
+        phase = asyncio.run(run_phase(args, n))
+        phases.append(phase)
+        print(
+            f"{n} clients: {phase.requests} requests, {len(phase.errors)} errors, "
+            f"{phase.tokens / phase.wall:.1f} tok/s",
+            file=sys.stderr,
+        )
+    return phases
+
+
+def side_by_side(args: argparse.Namespace) -> list[Phase]:
+    """Alternate the two servers for ``--rounds`` rounds (each started fresh, alone on the
+    machine), then print medians per client count with the ratio rllm / llama-server."""
+    runs: dict[str, list[list[Phase]]] = {"rllm": [], "llama-server": []}
+    for r in range(args.rounds):
+        order = ["rllm", "llama-server"] if r % 2 == 0 else ["llama-server", "rllm"]
+        for which in order:
+            proc, args.url, log = start_server(args, which)
+            print(f"round {r + 1}: {which} at {args.url} (log: {log})", file=sys.stderr)
+            try:
+                runs[which].append(run_phases(args))
+            finally:
+                stop_server(proc)
+    med = statistics.median
+    print(
+        f"\nrllm serve vs llama-server, {args.serve}: -np {args.parallel} -c {args.ctx_size}",
+        end="",
+    )
+    print(f" -t {args.threads}, {args.max_tokens} tokens per request, medians of {args.rounds}")
+    print(system_info())
+    print(
+        "| clients | rllm tok/s | llama-server tok/s | ratio | rllm TTFT p50 ms "
+        "| llama-server TTFT p50 ms | ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for i, n in enumerate(int(c) for c in args.clients.split(",")):
+        tps = {w: med(rs[i].tokens / rs[i].wall for rs in runs[w]) for w in runs}
+        ttft = {w: 1000 * med(pct(rs[i].ttft, 50) for rs in runs[w]) for w in runs}
+        print(
+            f"| {n} | {tps['rllm']:.1f} | {tps['llama-server']:.1f} "
+            f"| {tps['rllm'] / tps['llama-server']:.2f} | {ttft['rllm']:.0f} "
+            f"| {ttft['llama-server']:.0f} | {ttft['rllm'] / ttft['llama-server']:.2f} |"
+        )
+    return [ph for rs in runs.values() for phases in rs for ph in phases]
 
 
 def main() -> int:
@@ -210,31 +278,28 @@ def main() -> int:
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds (300)")
     p.add_argument("--deadline", type=float, default=900.0, help="seconds per phase (900)")
     p.add_argument("--label", default=None, help="title of the table")
+    p.add_argument(
+        "--llama-server", metavar="PATH", help="with --serve: also run llama-server, side by side"
+    )
+    p.add_argument("--rounds", type=int, default=1, help="A/B rounds with --llama-server (1)")
     args = p.parse_args()
 
+    if args.llama_server:
+        if not args.serve:
+            p.error("--llama-server needs --serve MODEL")
+        phases = side_by_side(args)
+        return 1 if any(ph.errors for ph in phases) else 0
     proc = None
     if args.serve:
-        proc, args.url, log = start_rllm(args)
+        proc, args.url, log = start_server(args, "rllm")
         print(f"started rllm serve at {args.url} (log: {log})", file=sys.stderr)
     loopback_only(args.url)
     args.url = args.url.rstrip("/").removesuffix("/v1")
     try:
-        phases = []
-        for n in (int(c) for c in args.clients.split(",")):
-            phase = asyncio.run(run_phase(args, n))
-            phases.append(phase)
-            print(
-                f"{n} clients: {phase.requests} requests, {len(phase.errors)} errors, "
-                f"{phase.tokens / phase.wall:.1f} tok/s",
-                file=sys.stderr,
-            )
+        phases = run_phases(args)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     report(phases, args.label or f"{args.url} ({args.max_tokens} tokens per request)")
     return 1 if any(ph.errors for ph in phases) else 0
 

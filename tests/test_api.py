@@ -219,7 +219,8 @@ def test_greedy_generation_follows_llama_cpp(smollm2: rllm.Model) -> None:
     for case in fx["cases"]:
         ctx = smollm2.context()
         ctx.eval(case["prompt_ids"])
-        ours = list(ctx.generate(rllm.Sampler(temperature=0), max_tokens=64))
+        chunks = ctx.generate(rllm.Sampler(temperature=0), max_tokens=64)
+        ours = [t for chunk in chunks for t in chunk.tokens]
         for step, (a, b) in enumerate(zip(ours, case["generated_ids"])):
             top = case["top"][step]
             if top[0][1] - top[1][1] < 0.5:
@@ -328,7 +329,7 @@ def test_a_sampler_carries_its_random_state_across_generations(tiny_model: rllm.
     def draw(sampler: rllm.Sampler) -> list[int]:
         ctx = tiny_model.context()
         ctx.eval(prompt)
-        return list(ctx.generate(sampler, max_tokens=12))
+        return [t for chunk in ctx.generate(sampler, max_tokens=12) for t in chunk.tokens]
 
     shared = rllm.Sampler(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=3)
     first, second = draw(shared), draw(shared)

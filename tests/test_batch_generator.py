@@ -29,8 +29,10 @@ def test_greedy_batched_equals_alone(tiny: rllm.Model, n_parallel: int, n_batch:
     assert gen.generate(PROMPTS, max_tokens=16, temperature=0) == alone
     sched = gen.scheduler
     assert sched.idle
-    for slot in range(n_parallel):
-        assert sched.engine.tokens(slot) == sched._cached[slot]
+    prompt_ids = [tiny.tokenize(p, special=True) for p in PROMPTS]
+    for slot in range(n_parallel):  # each slot keeps a prompt and part of its completion
+        cached = sched.engine.cached_tokens(slot)
+        assert any(cached[: len(p)] == p and len(cached) > len(p) for p in prompt_ids)
 
 
 def test_completions_stream_and_options(tiny: rllm.Model) -> None:
@@ -106,8 +108,11 @@ def test_scheduler_queue_limit(tiny: rllm.Model) -> None:
     assert sched.slots_busy == 1 and sched.queue_depth == 1
     with pytest.raises(QueueFullError, match="busy"):
         sched.submit(c)
-    sched.cancel(b)
+    sched.cancel(b)  # reported by the next step
+    assert b.finish_reason is None
+    sched.step()
     assert b.finish_reason == "cancelled" and sched.queue_depth == 0
+    assert got.count(Chunk(finish_reason="cancelled")) == 1
     while sched.step():
         pass
     assert a.finish_reason in ("stop", "length") and sched.idle

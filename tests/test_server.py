@@ -352,8 +352,20 @@ def test_errors(server: ServerProcess) -> None:
         ]:
             r = http.post(chat, json={"messages": msgs, field: value})
             assert_error(r, 400, param=field)
-        r = http.post(chat, json={"messages": msgs, "response_format": {"type": "json_object"}})
-        assert_error(r, 400, param="response_format", says="not supported")
+        for field, value, says in [
+            ("response_format", {"type": "xml"}, "response_format.type must be"),
+            ("response_format", {"type": "json_schema", "json_schema": {}}, "schema is missing"),
+            ("response_format", "json", "must be an object"),
+            ("grammar", "root ::= nowhere", "undefined rule 'nowhere'"),
+            ("grammar", 5, "must be GBNF text"),
+            ("json_schema", {"type": "frob"}, "invalid json_schema"),
+        ]:
+            r = http.post(chat, json={"messages": msgs, field: value})
+            assert_error(r, 400, param=field, says=says)
+            r = http.post("/v1/completions", json={"prompt": "a", field: value})
+            assert_error(r, 400, param=field, says=says)
+        both = {"messages": msgs, "grammar": 'root ::= "a"', "json_schema": {}}
+        assert_error(http.post(chat, json=both), 400, says="only one of")
         r = http.post(chat, json={"messages": msgs, "max_tokens": 100000})
         error = assert_error(r, 400, says="256 tokens")
         assert error["code"] == "context_length_exceeded"

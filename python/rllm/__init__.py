@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from ._rllm import Context, GGUFFile, Sampler, TokenStream
+from ._rllm import Context, GGUFFile, Grammar, Sampler, TokenStream
 from ._rllm import __version__ as __version__
 from .batch import BatchGenerator
 from .chat import ChatTemplate
@@ -44,6 +44,7 @@ __all__ = [
     "Detokenizer",
     "GGUFError",
     "GGUFFile",
+    "Grammar",
     "KLDivergenceResult",
     "Model",
     "ModelNotFoundError",

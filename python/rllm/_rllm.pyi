@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension ``rllm._rllm`` (bindings only; see rllm.Model for the
 friendly API). Checked against the built module by ``python -m mypy.stubtest rllm._rllm``."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -17,6 +17,10 @@ __all__ = [
     "Context",
     "BatchEngine",
     "TokenStream",
+    "Scheduler",
+    "Grammar",
+    "Chunk",
+    "TokenLogprob",
     "Sampler",
     "Detokenizer",
     "dequantize",
@@ -135,8 +139,20 @@ class Context:
     def save_state(self) -> bytes: ...
     def load_state(self, data: bytes) -> None: ...
     def generate(
-        self, sampler: Sampler, max_tokens: int | None = None, stop_ids: Sequence[int] = ...
-    ) -> TokenStream: ...
+        self,
+        sampler: Sampler,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = ...,
+        logit_bias: dict[int, float] | None = None,
+        ignore_eos: bool = False,
+        logprobs: int | None = None,
+        n_keep: int | None = None,
+        stop_ids: Sequence[int] = ...,
+        skip_special: bool = False,
+        grammar: Grammar | None = None,
+    ) -> TokenStream:
+        """Chunks of a generation after the evaluated prompt, one per token: sampling,
+        detokenizing and stops in Rust; ``n_keep`` turns on context shift."""
 
 @final
 class BatchEngine:
@@ -168,20 +184,136 @@ class BatchEngine:
         of the last token, or of ``tokens[start:end]``, per item."""
 
 @final
-class TokenStream(Iterator[int]):
-    """Token ids of a running generation (made by ``Context.generate``)."""
+class TokenLogprob:
+    """A chosen token, its log-probability, and the most likely tokens at its position."""
+
+    @property
+    def token(self) -> int: ...
+    @property
+    def logprob(self) -> float: ...
+    @property
+    def top(self) -> list[tuple[int, float]]: ...
+
+@final
+class Chunk:
+    """What one token step produced; the last chunk of a generation has ``finish_reason``."""
+
+    def __new__(
+        cls,
+        text: str = ...,
+        tokens: Sequence[int] = ...,
+        finish_reason: str | None = None,
+        error: str | None = None,
+    ) -> Chunk: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def logprobs(self) -> list[TokenLogprob]: ...
+    @property
+    def finish_reason(self) -> str | None:
+        """``"stop"``, ``"length"``, ``"context_full"``, ``"cancelled"`` or ``"error"``."""
+    @property
+    def stop(self) -> str | None:
+        """The stop string that ended the generation."""
+    @property
+    def error(self) -> str | None: ...
+
+@final
+class TokenStream(Iterator[Chunk]):
+    """The chunks of a running generation (made by ``Context.generate``)."""
 
     def __iter__(self) -> TokenStream: ...
-    def __next__(self) -> int: ...
+    def __next__(self) -> Chunk: ...
     @property
     def finish_reason(self) -> str | None:
         """``"stop"``, ``"length"`` or ``"context_full"`` once ended."""
     @property
     def n_generated(self) -> int: ...
+    @property
+    def n_sampled(self) -> int: ...
+    @property
+    def last_token(self) -> int | None: ...
+    @property
+    def n_discarded(self) -> int: ...
+
+@final
+class Scheduler:
+    """Continuous batching with the whole token loop in Rust; any thread may submit."""
+
+    def __new__(
+        cls,
+        model: Model,
+        n_slots: int,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int | None = None,
+        rope_freq_base: float | None = None,
+        rope_freq_scale: float | None = None,
+    ) -> Scheduler: ...
+    @property
+    def n_slots(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_batch(self) -> int: ...
+    @property
+    def n_queued(self) -> int: ...
+    @property
+    def n_running(self) -> int: ...
+    def cached_tokens(self, slot: int) -> list[int]: ...
+    def submit(
+        self,
+        prompt: Sequence[int],
+        sampler: Sampler,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = ...,
+        logit_bias: dict[int, float] | None = None,
+        ignore_eos: bool = False,
+        logprobs: int | None = None,
+        grammar: Grammar | None = None,
+    ) -> int: ...
+    def check_params(
+        self,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = ...,
+        logit_bias: dict[int, float] | None = None,
+        ignore_eos: bool = False,
+        logprobs: int | None = None,
+    ) -> None: ...
+    def cancel(self, id: int) -> None: ...
+    def wake(self) -> None: ...
+    def step(self, wait: float = 0.0) -> tuple[list[tuple[int, int]], list[tuple[int, Chunk]]]:
+        """``(admitted [(id, cached prompt tokens)], chunks [(id, Chunk)])``."""
+
+@final
+class Grammar:
+    """The language a completion must be in: a JSON schema, regex, Lark or GBNF grammar,
+    checked when made (ValueError naming the problem)."""
+
+    @staticmethod
+    def from_json_schema(schema: str | Mapping[str, Any] | type) -> Grammar: ...
+    @staticmethod
+    def json_object() -> Grammar: ...
+    @staticmethod
+    def from_regex(pattern: str) -> Grammar: ...
+    @staticmethod
+    def from_lark(grammar: str) -> Grammar: ...
+    @staticmethod
+    def from_gbnf(grammar: str) -> Grammar: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def lark(self) -> str | None: ...
+    def matches(self, text: str) -> bool: ...
 
 @final
 class Sampler:
-    """Penalties -> top-k -> top-p -> min-p -> temperature -> draw; temperature 0 is greedy."""
+    """Penalties -> top-k -> typical -> top-p -> min-p -> temperature -> draw; temperature 0
+    is greedy."""
 
     def __new__(
         cls,
@@ -194,6 +326,7 @@ class Sampler:
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         seed: int | None = None,
+        typical_p: float = 1.0,
     ) -> Sampler: ...
     @property
     def temperature(self) -> float: ...
@@ -205,7 +338,7 @@ class Sampler:
 class Detokenizer:
     """Token ids -> text as llama.cpp's llama_detokenize, incrementally: ``push`` returns only
     complete UTF-8 text, and the pieces (with ``flush``'s) concatenate to ``decode(ids)``.
-    The Rust detokenizer; the front ends still decode with ``rllm.tokenizer``."""
+    The same detokenizer the token loop uses."""
 
     def __new__(cls, model: Model, skip_special: bool = False) -> Detokenizer: ...
     @staticmethod

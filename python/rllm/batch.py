@@ -1,39 +1,29 @@
-"""Continuous batching over the Rust ``BatchEngine``: a :class:`Scheduler` that admits requests
-into sequence slots, samples one token per running sequence per step and hands text pieces
-back, and :class:`BatchGenerator`, offline batched generation on that scheduler.
+"""Continuous batching: :class:`Scheduler` hands requests to the Rust scheduler
+(``rllm._rllm.Scheduler``) and their chunks to whoever asked, and :class:`BatchGenerator`
+runs offline batched generation on it.
 
-Each step of the scheduler:
-
-1. drops cancelled sequences (their slot is free for the next step);
-2. admits queued requests into free slots, choosing the slot whose cached tokens share the
-   longest prefix with the prompt, so that a follow-up chat turn only evaluates what is new;
-3. builds one batch: the last sampled token of every decoding sequence, then pieces of the
-   prompts still being evaluated, up to ``n_batch`` tokens in all;
-4. runs ``BatchEngine.step`` once (one forward pass, the GIL released);
-5. samples one token for each sequence whose logits came back, detokenizes it, checks
-   end-of-generation ids, stop strings and limits, and hands the request a :class:`Chunk`.
-
-The Rust forward pass is exact per sequence, so greedy output does not depend on what else is
-in the batch. ``Scheduler.start`` runs the steps on a background thread (the server);
-``BatchGenerator`` runs them on the caller's thread.
+The whole token loop runs in Rust, the interpreter released: admitting requests into
+sequence slots (longest cached prefix first), packing prompt pieces beside decode rows into
+one forward pass, sampling, logprobs, detokenizing and every stop condition. Each step hands
+back one :class:`Chunk` per sequence that produced a token; this module only routes them.
+``Scheduler.start`` runs the steps on a background thread (the server); ``BatchGenerator``
+runs them on the caller's thread. The forward pass is exact per sequence, so greedy output
+does not depend on what else is in the batch.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import _rllm
+from ._rllm import Chunk, TokenLogprob
 from .errors import ContextFullError, RllmError
-from .model import Model, _find_stop, _partial_stop
-from .tokenizer import Detokenizer
+from .model import Model
 
 __all__ = [
     "BatchGenerator",
@@ -59,13 +49,15 @@ class SamplingParams:
     end-of-generation token, a stop string or a full context. ``logit_bias`` maps token ids to
     values added to their logits; ``ignore_eos`` forbids end-of-generation tokens.
     ``logprobs`` None reports none; ``k >= 0`` reports each chosen token's log-probability and
-    the ``k`` most likely alternatives."""
+    the ``k`` most likely alternatives. ``grammar`` constrains the completion to its language.
+    The Rust scheduler checks every field on submit."""
 
     max_tokens: int | None = 128
     temperature: float = 0.8
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
+    typical_p: float = 1.0
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
@@ -75,23 +67,14 @@ class SamplingParams:
     logit_bias: Mapping[int, float] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None
+    grammar: _rllm.Grammar | None = None
 
-    def check(self, n_vocab: int) -> None:
-        """Raise ValueError naming the first bad field."""
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.repeat_last_n < 0:
-            raise ValueError(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError("stop must be a list of non-empty strings")
-        for tok, bias in (self.logit_bias or {}).items():
-            if not 0 <= tok < n_vocab:
-                raise ValueError(f"logit_bias: token id {tok} out of range [0, {n_vocab})")
-            if math.isnan(bias):
-                raise ValueError(f"logit_bias: the bias of token {tok} is NaN")
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
-            raise ValueError(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
-        self.sampler()  # the Rust sampler checks the rest
+    def check(self, scheduler: _rllm.Scheduler) -> None:
+        """Raise ValueError naming the first bad field (a grammar was checked when made)."""
+        self.sampler()
+        args = self.stops()
+        del args["grammar"]
+        scheduler.check_params(**args)
 
     def sampler(self) -> _rllm.Sampler:
         return _rllm.Sampler(
@@ -99,6 +82,7 @@ class SamplingParams:
             top_k=self.top_k,
             top_p=self.top_p,
             min_p=self.min_p,
+            typical_p=self.typical_p,
             repeat_penalty=self.repeat_penalty,
             repeat_last_n=self.repeat_last_n,
             presence_penalty=self.presence_penalty,
@@ -106,36 +90,17 @@ class SamplingParams:
             seed=self.seed,
         )
 
-    @property
-    def penalized(self) -> bool:
-        """Whether the penalties change anything (else no history is passed to the sampler)."""
-        on = self.repeat_penalty != 1.0 or self.presence_penalty or self.frequency_penalty
-        return bool(on) and self.repeat_last_n > 0
-
-
-@dataclass
-class TokenLogprob:
-    """A chosen token, its log-probability, and the most likely tokens at its position."""
-
-    token: int
-    logprob: float
-    top: list[tuple[int, float]] = field(default_factory=list)
-
-
-@dataclass
-class Chunk:
-    """What one step produced for a request: text (possibly empty while bytes of a character
-    or a possible stop string are held back), the completion token sampled (none for an
-    end-of-generation token), its log-probability when asked for, and on the last chunk the
-    finish reason: ``"stop"`` (end-of-generation token or stop string), ``"length"``
-    (max_tokens or a full context), ``"cancelled"`` or ``"error"`` (then ``error`` says what
-    went wrong)."""
-
-    text: str = ""
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-    error: str | None = None
+    def stops(self) -> dict[str, Any]:
+        """The keyword arguments of ``_rllm.Scheduler.submit`` and ``Context.generate``
+        besides the sampler."""
+        return {
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "logit_bias": dict(self.logit_bias) if self.logit_bias else None,
+            "ignore_eos": self.ignore_eos,
+            "logprobs": self.logprobs,
+            "grammar": self.grammar,
+        }
 
 
 class Request:
@@ -152,7 +117,8 @@ class Request:
         self.prompt = [int(t) for t in prompt]
         self.params = params
         self.sink = sink
-        self.cancelled = False
+        self.id: int | None = None  # the Rust scheduler's, once submitted
+        self.scheduler: Scheduler | None = None
         self.finish_reason: str | None = None
         self.n_cached = 0  # prompt tokens found in the slot's cache
         self.n_generated = 0  # completion tokens; an ending end-of-generation token not counted
@@ -161,34 +127,9 @@ class Request:
         self.t_end: float | None = None
 
     def cancel(self) -> None:
-        """Stop generating; safe from any thread. The slot is freed at the next step."""
-        self.cancelled = True
-
-
-class _Seq:
-    """A request running in a slot."""
-
-    def __init__(self, req: Request, slot: int, todo: list[int], scheduler: Scheduler) -> None:
-        p = req.params
-        self.req = req
-        self.slot = slot
-        self.todo = todo  # prompt tokens still to evaluate
-        self.next: int | None = None  # sampled token to evaluate in the next step
-        self.history = list(req.prompt)  # prompt and generated tokens, for the penalties
-        self.sampler = p.sampler()
-        self.detok = Detokenizer(scheduler.tokenizer)
-        self.held = ""  # text that may be the start of a stop string
-        self.stops = list(p.stop)
-        limit = scheduler.n_ctx - len(req.prompt)
-        self.limit = min(p.max_tokens, limit) if p.max_tokens is not None else limit
-        self.bias: tuple[np.ndarray, np.ndarray] | None = None
-        bias = dict(p.logit_bias or {})
-        if p.ignore_eos:
-            bias.update(dict.fromkeys(scheduler.tokenizer.eog_ids, -math.inf))
-        if bias:
-            ids = np.fromiter(bias, dtype=np.int64, count=len(bias))
-            values = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
-            self.bias = (ids, values)
+        """Stop generating; safe from any thread. The last chunk says "cancelled"."""
+        if self.scheduler is not None and self.finish_reason is None:
+            self.scheduler.cancel(self)
 
 
 class Scheduler:
@@ -209,7 +150,6 @@ class Scheduler:
         max_queue: int | None = None,
     ) -> None:
         self.model = model
-        self.tokenizer = model.tokenizer
         rope = {  # the model's RoPE overrides, passed only when set
             k: v
             for k, v in (
@@ -218,7 +158,7 @@ class Scheduler:
             )
             if v is not None
         }
-        self.engine = _rllm.BatchEngine(
+        self.engine = _rllm.Scheduler(
             model._model,
             n_slots,
             n_ctx=n_ctx or model.n_ctx,
@@ -228,15 +168,10 @@ class Scheduler:
         )
         self.n_slots = n_slots
         self.n_ctx = self.engine.n_ctx
-        # Every decoding sequence needs one token of the batch.
-        self.n_batch = max(self.engine.n_batch, n_slots)
         self.max_queue = max_queue
         self.on_finish: Callable[[Request], None] | None = None
-        self._slots: list[_Seq | None] = [None] * n_slots
-        self._cached: list[list[int]] = [[] for _ in range(n_slots)]  # mirror of the slots' caches
-        self._last_used = [0.0] * n_slots
-        self._queue: deque[Request] = deque()
-        self._cond = threading.Condition()
+        self._requests: dict[int, Request] = {}  # submitted and not yet finished, by id
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -262,46 +197,41 @@ class Scheduler:
         ContextFullError when it cannot fit, QueueFullError when the queue is full."""
         if not req.prompt:
             raise ValueError("the prompt is empty (and the model adds no BOS token)")
-        req.params.check(self.model.n_vocab)
+        req.params.check(self.engine)
         self.check(len(req.prompt), req.params.max_tokens)
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise RllmError("the scheduler is closed")
             # queued requests that a free slot will take at the next step are not waiting
-            waiting = len(self._queue) - self._slots.count(None)
+            waiting = self.engine.n_queued - (self.n_slots - self.engine.n_running)
             if self.max_queue is not None and waiting >= self.max_queue:
                 raise QueueFullError(
                     f"all {self.n_slots} slots are busy and {waiting} requests are waiting; "
                     "try again later"
                 )
             req.t_submit = time.perf_counter()
-            self._queue.append(req)
-            self._cond.notify()
+            p = req.params
+            req.id = self.engine.submit(req.prompt, p.sampler(), **p.stops())
+            req.scheduler = self
+            self._requests[req.id] = req
 
     def cancel(self, req: Request) -> None:
-        """Cancel ``req`` whether it waits or runs; its slot is free at the next step."""
-        req.cancel()
-        with self._cond:
-            try:
-                self._queue.remove(req)
-            except ValueError:
-                pass  # running (or done): the loop frees it
-            else:
-                self._finish_queued(req)
-            self._cond.notify()
+        """Cancel ``req`` whether it waits or runs; its last chunk says "cancelled"."""
+        if req.id is not None:
+            self.engine.cancel(req.id)
 
     @property
     def queue_depth(self) -> int:
         """Requests waiting for a slot."""
-        return len(self._queue)
+        return self.engine.n_queued
 
     @property
     def slots_busy(self) -> int:
-        return sum(s is not None for s in self._slots)
+        return self.engine.n_running
 
     @property
     def idle(self) -> bool:
-        return not self._queue and self.slots_busy == 0
+        return not self._requests
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -313,194 +243,56 @@ class Scheduler:
 
     def close(self) -> None:
         """Cancel everything and stop the background thread."""
-        with self._cond:
+        with self._lock:
             self._closing = True
-            queued, self._queue = list(self._queue), deque()
-            self._cond.notify()
-        for req in queued:
-            req.cancel()
-            self._finish_queued(req)
-        for seq in self._slots:
-            if seq is not None:
-                seq.req.cancel()
+            running = list(self._requests.values())
+        for req in running:
+            self.cancel(req)
         if self._thread is not None:
+            self.engine.wake()
             self._thread.join()
             self._thread = None
-        self._drop_cancelled()
+        while not self.idle:
+            self.step()
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closing and self.idle:
-                    self._cond.wait()
-                if self._closing:
-                    return
+        while not self._closing:
             try:
-                self.step()
+                self.step(wait=0.1)
             except Exception as e:  # a bug: end what runs rather than stop serving
-                for seq in self._slots:
-                    if seq is not None:
-                        self._end(seq, Chunk(finish_reason="error", error=repr(e)))
+                with self._lock:
+                    running, self._requests = list(self._requests.values()), {}
+                for req in running:
+                    req.finish_reason = "error"
+                    req.sink(Chunk(finish_reason="error", error=repr(e)))
 
-    def step(self) -> bool:
-        """One round: admit, one forward pass, one token per running sequence. Returns False
-        when there was nothing to do."""
-        self._drop_cancelled()
-        self._admit()
-        work: list[tuple[int, list[int], int, int]] = []
-        budget = self.n_batch
-        for seq in self._slots:
-            if seq is not None and seq.next is not None:
-                work.append((seq.slot, [seq.next], 0, 1))
-                budget -= 1
-        for seq in self._slots:
-            if seq is None or seq.next is not None or budget <= 0:
-                continue
-            piece = seq.todo[:budget]
-            last = len(piece) == len(seq.todo)
-            work.append(
-                (seq.slot, piece, len(piece) - 1, len(piece)) if last else (seq.slot, piece, 0, 0)
-            )
-            budget -= len(piece)
-        if not work:
-            return False
-        try:
-            logits = self.engine.step(work)
-        except Exception as e:  # the engine checks everything before evaluating anything
-            for slot, *_ in work:
-                seq = self._slots[slot]
-                if seq is not None:
-                    self._end(seq, Chunk(finish_reason="error", error=str(e)))
-            return True
-        for (slot, tokens, start, end), rows in zip(work, logits):
-            self._cached[slot].extend(tokens)
-            seq = self._slots[slot]
-            assert seq is not None
-            if seq.next is None:
-                del seq.todo[: len(tokens)]
-            else:
-                seq.next = None
-            if end > start and not seq.req.cancelled:
-                self._sample(seq, rows[-1])
-        return True
-
-    def _drop_cancelled(self) -> None:
-        for seq in self._slots:
-            if seq is not None and seq.req.cancelled:
-                self._end(seq, Chunk(finish_reason="cancelled"))
-
-    def _admit(self) -> None:
-        with self._cond:
-            while self._queue and None in self._slots:
-                req = self._queue.popleft()
-                slot, n = self._pick_slot(req.prompt)
-                self._cached[slot] = self._cached[slot][:n]
-                self.engine.truncate(slot, n)
-                req.n_cached = n
-                self._slots[slot] = _Seq(req, slot, req.prompt[n:], self)
-
-    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
-        """The free slot whose cache shares the longest prefix with ``prompt`` (the least
-        recently used on a tie), and how many tokens to keep: at least one prompt token is
-        evaluated again so that there are fresh logits."""
-        best: tuple[int, float, int] | None = None  # (kept, -last used, slot)
-        for slot, seq in enumerate(self._slots):
-            if seq is not None:
-                continue
-            kept = min(_common_prefix(self._cached[slot], prompt), len(prompt) - 1)
-            key = (kept, -self._last_used[slot], slot)
-            if best is None or key[:2] > best[:2]:
-                best = key
-        assert best is not None
-        return best[2], best[0]
-
-    def _sample(self, seq: _Seq, row: np.ndarray) -> None:
-        req, p = seq.req, seq.req.params
-        if seq.bias is not None:
-            row = row.copy()
-            np.add.at(row, seq.bias[0], seq.bias[1])
-        history = seq.history[-p.repeat_last_n :] if p.penalized else []
-        tok = seq.sampler.sample(row, history)
-        if req.t_first is None:
-            req.t_first = time.perf_counter()
-        chunk = Chunk()
-        if self.tokenizer.is_eog(tok):
-            seq.held += seq.detok.flush()
-            cut = _find_stop(seq.held, seq.stops)
-            chunk.text = seq.held[:cut]
-            chunk.finish_reason = "stop"
-            self._end(seq, chunk)
-            return
-        req.n_generated += 1
-        chunk.tokens.append(tok)
-        if p.logprobs is not None:
-            chunk.logprobs.append(_logprob(row, tok, p.logprobs))
-        seq.history.append(tok)
-        seq.held += seq.detok.push(tok)
-        cut = _find_stop(seq.held, seq.stops)
-        if cut is None and req.n_generated >= seq.limit:
-            seq.held += seq.detok.flush()
-            cut = _find_stop(seq.held, seq.stops)
-            chunk.text = seq.held[:cut]
-            chunk.finish_reason = "stop" if cut is not None else "length"
-            self._end(seq, chunk)
-            return
-        if cut is not None:
-            chunk.text = seq.held[:cut]
-            chunk.finish_reason = "stop"
-            self._end(seq, chunk)
-            return
-        safe = len(seq.held) - _partial_stop(seq.held, seq.stops)
-        chunk.text, seq.held = seq.held[:safe], seq.held[safe:]
-        seq.next = tok
-        self._emit(req, chunk)
-
-    def _emit(self, req: Request, chunk: Chunk) -> None:
-        try:
-            req.sink(chunk)
-        except Exception:  # nobody listens any more (e.g. the event loop is gone)
-            req.cancel()
-
-    def _end(self, seq: _Seq, chunk: Chunk) -> None:
-        req = seq.req
-        req.finish_reason = chunk.finish_reason
-        req.t_end = time.perf_counter()
-        self._slots[seq.slot] = None
-        self._last_used[seq.slot] = req.t_end
-        if chunk.finish_reason == "error":
-            self._cached[seq.slot] = []
-            self.engine.truncate(seq.slot, 0)
-        self._emit(req, chunk)
-        if self.on_finish is not None:
-            self.on_finish(req)
-
-    def _finish_queued(self, req: Request) -> None:
-        req.finish_reason = "cancelled"
-        req.t_end = time.perf_counter()
-        self._emit(req, Chunk(finish_reason="cancelled"))
-        if self.on_finish is not None:
-            self.on_finish(req)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _logprob(row: np.ndarray, tok: int, k: int) -> TokenLogprob:
-    """Log-softmax of ``row`` at ``tok``, and the ``k`` largest entries (most likely first)."""
-    top = float(row.max())
-    lse = top + math.log(float(np.exp(row - top, dtype=np.float64).sum()))
-    entry = TokenLogprob(tok, float(row[tok]) - lse)
-    if k:
-        idx = np.argpartition(-row, k - 1)[:k]
-        idx = idx[np.argsort(-row[idx], kind="stable")]
-        entry.top = [(int(i), float(row[i]) - lse) for i in idx]
-    return entry
+    def step(self, wait: float = 0.0) -> bool:
+        """One round: admit, one forward pass, one token per running sequence. With nothing to
+        do, waits up to ``wait`` seconds for a request first. Returns False when there was
+        nothing to do."""
+        admitted, chunks = self.engine.step(wait)
+        with self._lock:  # a request is in the table once its submit has returned
+            for rid, n_cached in admitted:
+                self._requests[rid].n_cached = n_cached
+            routed = [(self._requests[rid], chunk) for rid, chunk in chunks]
+            for rid, chunk in chunks:
+                if chunk.finish_reason is not None:
+                    del self._requests[rid]
+        now = time.perf_counter()
+        for req, chunk in routed:
+            req.n_generated += len(chunk.tokens)
+            if req.t_first is None and chunk.finish_reason not in ("cancelled", "error"):
+                req.t_first = now
+            if chunk.finish_reason is not None:
+                req.finish_reason = chunk.finish_reason
+                req.t_end = now
+            try:
+                req.sink(chunk)
+            except Exception:  # nobody listens any more (e.g. the event loop is gone)
+                self.cancel(req)
+            if chunk.finish_reason is not None and self.on_finish is not None:
+                self.on_finish(req)
+        return bool(admitted or chunks)
 
 
 @dataclass
@@ -578,7 +370,7 @@ class BatchGenerator:
             )
             reqs.append(Request(ids, self._params(i, sampling), _appender(out, i)))
         for req in reqs:
-            req.params.check(self.model.n_vocab)
+            req.params.check(sched.engine)
             sched.check(len(req.prompt), req.params.max_tokens)
         try:
             for req in reqs:
@@ -594,8 +386,7 @@ class BatchGenerator:
                     yield item
         finally:
             for req in reqs:
-                if req.finish_reason is None:
-                    sched.cancel(req)
+                req.cancel()
             while not sched.idle:
                 sched.step()
             self.last_requests = reqs

@@ -12,9 +12,10 @@ from typing import Any
 from . import _rllm
 from .chat import ChatTemplate
 from .errors import ContextFullError
+from .grammar import Grammar, constraint, response_format_grammar
 from .hub import download, resolve_model
 from .loadlog import log_context, log_model
-from .tokenizer import Detokenizer, Tokenizer, TokenizerError
+from .tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Model", "Timings"]
 
@@ -228,12 +229,26 @@ class Model:
         repeat_last_n: int = 64,
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
+        json_schema: Any = None,
+        grammar: Grammar | str | None = None,
+        regex: str | None = None,
     ) -> str | Iterator[str]:
         """Continue ``prompt`` (text, or token ids). Returns the generated text, or with
         ``stream=True`` an iterator of text pieces, each valid UTF-8. Generation ends at an
         end-of-generation token, a ``stop`` string (not included), ``max_tokens`` tokens
         (``None`` or -1: until the context is full), or a full context. The penalties look at
-        the last ``repeat_last_n`` tokens (0 = none, -1 = the whole context)."""
+        the last ``repeat_last_n`` tokens (0 = none, -1 = the whole context).
+
+        Constrained decoding (at most one): ``json_schema`` (JSON text, a dict, or a pydantic
+        model class), ``grammar`` (a :class:`~rllm.Grammar`, or llama.cpp GBNF text) or
+        ``regex``: every token that would leave the language is masked, and the text ends
+        when the language does. An invalid schema or grammar raises ``ValueError``; one that
+        cannot finish within ``max_tokens`` stops there (finish reason ``"length"``).
+
+        >>> model.generate("Pick:", grammar='root ::= "yes" | "no"')   # doctest: +SKIP
+        ' no'
+        """
+        constrained = constraint(json_schema, grammar, regex)
         sampler = _rllm.Sampler(
             temperature=temperature,
             top_k=top_k,
@@ -262,7 +277,7 @@ class Model:
             raise ContextFullError(
                 f"the prompt is {len(ids)} tokens long but the context holds {self.n_ctx}"
             )
-        pieces = self._stream(ids, sampler, max_tokens, stops)
+        pieces = self._stream(ids, sampler, max_tokens, stops, constrained)
         return pieces if stream else "".join(pieces)
 
     # --- chat ---------------------------------------------------------------------------
@@ -330,13 +345,25 @@ class Model:
         frequency_penalty: float = 0.0,
         repeat_penalty: float = 1.0,
         model: str | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        grammar: Grammar | str | None = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """An OpenAI-style chat completion, shaped as llama-cpp-python's: a
         ``chat.completion`` dict, or with ``stream=True`` an iterator of
         ``chat.completion.chunk`` dicts (a role delta, content deltas, then an empty delta
         with the finish reason). ``tools`` reach the template; no tool call is parsed, and
         ``tool_choice`` is accepted for compatibility and ignored. ``max_tokens`` None or
-        <= 0 generates until an end-of-generation token or a full context."""
+        <= 0 generates until an end-of-generation token or a full context.
+
+        ``response_format`` is OpenAI's (``{"type": "json_object"}``, or ``{"type":
+        "json_schema", "json_schema": {"name": ..., "schema": {...}}}``) and ``grammar`` a
+        :class:`~rllm.Grammar` or GBNF text, as llama-cpp-python takes them; the reply is
+        constrained to that language. ValueError for an invalid one."""
+        constrained = response_format_grammar(response_format)
+        if grammar is not None:
+            if constrained is not None:
+                raise ValueError("give response_format or grammar, not both")
+            constrained = constraint(grammar=grammar)
         ids = self.chat_prompt(messages, tools)
         pieces = self.generate(
             ids,
@@ -351,6 +378,7 @@ class Model:
             seed=seed,
             stop=stop,
             stream=True,
+            grammar=constrained,
         )
         assert not isinstance(pieces, str)
         head = {
@@ -409,7 +437,12 @@ class Model:
         return ctx, ids[n:]
 
     def _stream(
-        self, ids: list[int], sampler: _rllm.Sampler, max_tokens: int | None, stops: list[str]
+        self,
+        ids: list[int],
+        sampler: _rllm.Sampler,
+        max_tokens: int | None,
+        stops: list[str],
+        grammar: Grammar | None = None,
     ) -> Iterator[str]:
         t = self.timings = Timings(load_ms=self.timings.load_ms)
         ctx, todo = self._context_for(ids)
@@ -417,57 +450,22 @@ class Model:
         ctx.eval(todo)
         t.prompt_ms = 1000 * (time.perf_counter() - start)
         t.prompt_tokens = len(todo)
-        stream = ctx.generate(
-            sampler, max_tokens=max_tokens, stop_ids=sorted(self.tokenizer.eog_ids)
-        )
-        detok = Detokenizer(self.tokenizer)
-        held = ""  # text that might be the start of a stop string
-        eog = 0
+        if max_tokens == 0:
+            t.finish_reason = "length"
+            return
+        stream = ctx.generate(sampler, max_tokens=max_tokens, stop=stops, grammar=grammar)
         start = time.perf_counter()
         try:
-            for tok in stream:
-                if self.tokenizer.is_eog(tok):
-                    eog = 1
-                    break
-                held += detok.push(tok)
-                cut = _find_stop(held, stops)
-                if cut is not None:
-                    t.finish_reason = "stop"
-                    if held[:cut]:
-                        yield held[:cut]
-                    return
-                safe = len(held) - _partial_stop(held, stops)
-                if safe > 0:
-                    yield held[:safe]
-                    held = held[safe:]
-            held += detok.flush()
-            cut = _find_stop(held, stops)
-            if held[:cut]:
-                yield held[:cut]
-            t.finish_reason = "stop" if cut is not None else stream.finish_reason
+            for chunk in stream:
+                if chunk.text:
+                    yield chunk.text
+            t.finish_reason = stream.finish_reason
         finally:
             t.eval_ms = 1000 * (time.perf_counter() - start)
-            t.eval_tokens = stream.n_generated
-            t.completion_tokens = stream.n_generated - eog
+            t.eval_tokens = stream.n_sampled
+            t.completion_tokens = stream.n_generated
 
 
 def _openai_finish(reason: str | None) -> str:
     """OpenAI's finish reasons: "stop", or "length" for a token limit or a full context."""
     return "stop" if reason == "stop" else "length"
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    """Index where the earliest stop string starts in ``text``, if any."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
-
-
-def _partial_stop(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best

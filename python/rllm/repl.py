@@ -13,7 +13,6 @@ or Ctrl-C. When the context fills up, the oldest tokens after ``--keep`` are dro
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import os
 import sys
@@ -187,23 +186,6 @@ class ReplConfig:
         return cfg
 
 
-class _Pieces:
-    """Token ids to display text as llama.cpp prints them (special tokens hidden), holding
-    back the bytes of a character split across tokens."""
-
-    def __init__(self, model: Model) -> None:
-        self._tok = model.tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, id: int) -> str:
-        if self._tok.is_control(id):
-            return ""
-        return self._utf8.decode(self._tok.token_bytes(id))
-
-    def flush(self) -> str:
-        return self._utf8.decode(b"", final=True)
-
-
 class Repl:
     """One session: a model, its context, the conversation so far and the terminal."""
 
@@ -222,7 +204,6 @@ class Repl:
             template = ChatTemplate.from_metadata(model.metadata(), cfg.chat_template)
             self.chat = ChatSession(template, cfg.system_prompt)
         self.n_keep = 0
-        self._eog = sorted(self.tok.eog_ids)
         self._sampler_state: _rllm.Sampler | None = None
         self._shifted = False
         self._ctrl_c = False  # the last thing the user did was Ctrl-C
@@ -312,47 +293,62 @@ class Repl:
     # --- generation -------------------------------------------------------------------------
     def reply(self) -> tuple[str, list[int]]:
         """Generate after the session, streaming to the console. Returns why it stopped
-        ("eog", "reverse_prompt", "length", "context_full" or "interrupted") and the ids."""
+        ("eog", "reverse_prompt", "length", "context_full" or "interrupted") and the ids.
+        Sampling, detokenizing, reverse prompts and context shifts run in Rust
+        (``Context.generate``)."""
         console, cfg = self.console, self.cfg
         generated: list[int] = []
         with console.interruptible():
             self._evaluate()
             if console.interrupted:
                 return "interrupted", generated
-            pieces = _Pieces(self.model)
-            limit = None if cfg.n_predict < 0 else cfg.n_predict
+            if cfg.n_predict == 0:
+                return "length", generated
+            shift = cfg.context_shift and cfg.n_predict != -2
+            stream = self.ctx.generate(
+                self._sampler(),
+                max_tokens=None if cfg.n_predict < 0 else cfg.n_predict,
+                stop=cfg.reverse_prompts,
+                stop_ids=sorted(self._single_token_stops),
+                n_keep=self.n_keep if shift else None,
+                skip_special=True,
+            )
             start = time.perf_counter()
             reason = None
-            while reason is None:
-                left = None if limit is None else limit - len(generated)
-                if left == 0:
-                    reason = "length"
+            discarded = 0
+            for chunk in stream:
+                if stream.n_discarded > discarded:  # the context shifted before this token
+                    n = stream.n_discarded - discarded
+                    discarded = stream.n_discarded
+                    del self.tokens[self.n_keep : self.n_keep + n]
+                    self._shifted = True
+                    if cfg.verbose_prompt:
+                        console.info(f"rllm: context shift: dropped {n} tokens")
+                self.tokens += chunk.tokens
+                generated += chunk.tokens
+                console.write(chunk.text + (chunk.stop or ""))  # a reverse prompt is shown
+                if chunk.finish_reason is None and console.interrupted:
+                    reason = "interrupted"
                     break
-                stream = self.ctx.generate(self._sampler(), max_tokens=left, stop_ids=self._eog)
-                for tok in stream:
-                    self.tokens.append(tok)
-                    generated.append(tok)
-                    if self.tok.is_eog(tok):
-                        reason = "eog"
-                        break
-                    console.write(pieces.push(tok))
-                    if self._at_reverse_prompt():
-                        reason = "reverse_prompt"
-                    elif console.interrupted:
-                        reason = "interrupted"
-                    if reason:
-                        break
-                else:
-                    if stream.finish_reason != "context_full":
-                        reason = "length"
-                    elif cfg.n_predict == -2 or not cfg.context_shift:
-                        reason = "context_full"
-                    else:
-                        self._evaluate()  # shifts, then evaluates the token sampled last
-            console.write(pieces.flush())
+            if reason is None:
+                reason = self._finish(stream, generated)
             self.timings.eval_ms += 1000 * (time.perf_counter() - start)
-            self.timings.eval_tokens += len(generated)
+            self.timings.eval_tokens += stream.n_sampled
         return reason, generated
+
+    def _finish(self, stream: _rllm.TokenStream, generated: list[int]) -> str:
+        """Why ``stream`` ended, in the REPL's terms; an end-of-generation token joins the
+        session (as llama.cpp keeps it) and a reverse prompt is shown."""
+        last = stream.last_token
+        if stream.finish_reason == "context_full":
+            return "context_full"
+        if stream.finish_reason != "stop":
+            return "length"
+        if last is not None and self.tok.is_eog(last):
+            self.tokens.append(last)
+            generated.append(last)
+            return "eog"
+        return "reverse_prompt"
 
     # --- the session --------------------------------------------------------------------------
     def start(self) -> None:
@@ -383,8 +379,8 @@ class Repl:
         self.tokens = list(ids)
         self._start = (list(ids), self.chat.state() if self.chat else None)
         if self.chat is None and cfg.display_prompt:
-            pieces = _Pieces(self.model)
-            console.write("".join(map(pieces.push, ids)) + pieces.flush(), "prompt")
+            shown = b"".join(self.tok.token_bytes(t) for t in ids if not self.tok.is_control(t))
+            console.write(shown.decode(errors="replace"), "prompt")
         if self.chat is not None and cfg.prompt is not None:
             if cfg.display_prompt:
                 console.write(f"> {cfg.prompt}\n", "prompt")

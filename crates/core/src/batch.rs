@@ -67,6 +67,11 @@ impl BatchEngine {
         self.engine.scratch.n_batch
     }
 
+    /// Fails unless every id of `ids` is in the vocabulary.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        self.engine.check_ids(ids)
+    }
+
     fn slot(&self, slot: usize) -> Result<&Slot> {
         self.slots.get(slot).ok_or_else(|| {
             Error::InvalidArgument(format!(

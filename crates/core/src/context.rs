@@ -8,7 +8,6 @@ use crate::forward::{forward, Ropes, Scratch, Seq};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::ops::{RopeSpec, RopeTable};
-use crate::sampler::Sampler;
 
 /// Tokens per forward pass; longer prompts are evaluated in chunks of this size.
 pub const DEFAULT_N_BATCH: usize = 512;
@@ -39,7 +38,7 @@ pub(crate) struct Engine {
     pub n_ctx: usize,
     pub ropes: Ropes,
     pub scratch: Scratch,
-    pub pool: rayon::ThreadPool,
+    pub pool: rllm_kernels::ThreadPool,
 }
 
 impl Engine {
@@ -76,13 +75,9 @@ impl Engine {
                 )));
             }
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .thread_name(|i| format!("rllm-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
-            })?;
+        let pool = rllm_kernels::ThreadPool::new(n_threads).map_err(|e| {
+            Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
+        })?;
         Ok(Engine {
             scratch: Scratch::new(hp, n_batch, n_ctx),
             ropes: Ropes {
@@ -111,8 +106,7 @@ impl Engine {
     /// One forward pass over `seqs` (at most `n_batch` tokens together) on the pool.
     pub fn run(&mut self, seqs: &mut [Seq], logits: &mut Vec<f32>) {
         let (model, ropes, scratch) = (&*self.model, &self.ropes, &mut self.scratch);
-        self.pool
-            .install(|| forward(model, ropes, scratch, seqs, logits));
+        forward(&self.pool, model, ropes, scratch, seqs, logits);
     }
 
     /// Tokens `ids` are valid for this model.
@@ -168,7 +162,7 @@ impl Context {
     }
 
     pub fn n_threads(&self) -> usize {
-        self.engine.pool.current_num_threads()
+        self.engine.pool.n_threads()
     }
 
     /// Number of tokens in the cache.
@@ -365,72 +359,5 @@ impl Context {
     /// Bytes held by the KV cache.
     pub fn kv_bytes(&self) -> usize {
         self.kv.bytes()
-    }
-}
-
-/// Why a generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// A stop token (end of generation) was sampled.
-    Stop,
-    /// `max_tokens` were generated.
-    Length,
-    /// The context is full.
-    ContextFull,
-}
-
-/// The token-by-token generation loop: sample from the last logits, feed the token back.
-pub struct Generator {
-    /// Stop after this many tokens; `None` = until a stop token or the context is full.
-    pub max_tokens: Option<usize>,
-    pub stop_ids: Vec<u32>,
-    /// Tokens sampled so far.
-    pub n_generated: usize,
-    /// Set when the generation has ended.
-    pub finish: Option<FinishReason>,
-    /// A sampled token not yet evaluated.
-    pending: Option<u32>,
-}
-
-impl Generator {
-    pub fn new(max_tokens: Option<usize>, stop_ids: Vec<u32>) -> Self {
-        Generator {
-            max_tokens,
-            stop_ids,
-            n_generated: 0,
-            finish: None,
-            pending: None,
-        }
-    }
-
-    /// The next token drawn by `sampler`, or `None` when the generation has ended (see
-    /// [`Generator::finish`]). The context must hold logits from evaluating the prompt. The
-    /// sampler is the caller's, so that its random state carries on across generations.
-    pub fn next_token(&mut self, ctx: &mut Context, sampler: &mut Sampler) -> Result<Option<u32>> {
-        if self.finish.is_some() {
-            return Ok(None);
-        }
-        if self.max_tokens.is_some_and(|max| self.n_generated >= max) {
-            self.finish = Some(FinishReason::Length);
-            return Ok(None);
-        }
-        if let Some(tok) = self.pending.take() {
-            if ctx.n_past() >= ctx.n_ctx() {
-                self.finish = Some(FinishReason::ContextFull);
-                return Ok(None);
-            }
-            ctx.eval(&[tok], false)?;
-        }
-        let logits = ctx
-            .last_logits()
-            .ok_or_else(|| Error::InvalidArgument("evaluate a prompt before generating".into()))?;
-        let tok = sampler.sample(logits, ctx.tokens());
-        self.n_generated += 1;
-        if self.stop_ids.contains(&tok) {
-            self.finish = Some(FinishReason::Stop);
-        } else {
-            self.pending = Some(tok);
-        }
-        Ok(Some(tok))
     }
 }

@@ -477,6 +477,13 @@ impl Vocab {
         self.eog.contains(&id)
     }
 
+    /// Every end-of-generation token, in increasing order.
+    pub fn eog_tokens(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eog.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Bytes of `llama_detokenize(remove_special=skip_special, unparse_special=!skip_special)`.
     pub fn decode_bytes(&self, ids: &[u32], skip_special: bool) -> Result<Vec<u8>> {
         for &id in ids {

@@ -3,11 +3,12 @@
 //! norm, output head for the rows whose logits are wanted.
 //! Reference graphs: llama.cpp `src/models/{llama,qwen2,gemma3,phi3}.cpp`.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use half::f16;
-use rayon::prelude::*;
 use rllm_kernels::gemm::{self, GemmActs, GemmInput};
+use rllm_kernels::pool::{chunks, ThreadPool};
 use rllm_kernels::{matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, Qkv};
@@ -42,11 +43,8 @@ pub struct Scratch {
     gate: Vec<f32>,
     /// `[n_batch, n_ff]`
     up: Vec<f32>,
-    /// `[n_head, n_ctx]` attention scores, one row per head
-    scores: Vec<f32>,
-    /// `[n_head, 2 (head_dim + n_ctx)]` per-head f16 bytes of attention: the query, the
-    /// probabilities
-    head_bytes: Vec<u8>,
+    /// Positions each KV cache holds (the longest row of attention scores).
+    n_ctx: usize,
     /// Activations quantized for the weight kernels (see [`ActCache`]).
     act: ActCache,
     /// `[n_batch]` (sequence index, position) of each row of the batch
@@ -70,8 +68,7 @@ impl Scratch {
             proj: z(n_batch * hp.n_embd),
             gate: z(n_batch * 2 * hp.n_ff),
             up: z(n_batch * hp.n_ff),
-            scores: z(hp.n_head * n_ctx),
-            head_bytes: vec![0; hp.n_head * 2 * (hp.head_dim + n_ctx)],
+            n_ctx,
             act: ActCache::default(),
             rows: Vec::with_capacity(n_batch),
         }
@@ -101,28 +98,78 @@ impl ActCache {
 
     /// `out[m, w.rows] = x[m, w.cols] · wᵀ`: the GEMM for prompt-sized `m` where the weight
     /// type has one, else a dot product per (weight row, activation row).
-    fn project(&mut self, map: &GgufFile, w: &Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+    fn project(
+        &mut self,
+        pool: &ThreadPool,
+        map: &GgufFile,
+        w: &Matrix,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) {
         let x = &x[..m * w.cols];
         let out = &mut out[..m * w.rows];
         let gemm = w.gemm.filter(|_| m >= gemm::MIN_ROWS);
         if let Some(g) = gemm.filter(|g| g.input() == GemmInput::Blocks32) {
             if self.format != Some(ActFormat::Gemm) {
-                self.gemm.quantize(x, w.cols);
+                self.gemm.quantize(pool, x, w.cols);
                 self.format = Some(ActFormat::Gemm);
             }
-            g.matmul(w.data(map), w.rows, w.cols, &self.gemm, out);
+            g.matmul(pool, w.data(map), w.rows, w.cols, &self.gemm, out);
             return;
         }
         let k = &w.kernel;
         if self.format != Some(ActFormat::Dot(k.act)) {
-            matmul::quantize_rows(k, x, w.cols, &mut self.bytes);
+            matmul::quantize_rows(pool, k, x, w.cols, &mut self.bytes);
             self.format = Some(ActFormat::Dot(k.act));
         }
         match gemm {
             // K-quants: the GEMM reads the dot path's Q8_K rows.
-            Some(g) => g.matmul_q8k(w.data(map), w.rows, w.cols, &self.bytes, m, out),
-            None => matmul::matmul(k, w.data(map), w.rows, w.cols, &self.bytes, m, out),
+            Some(g) => g.matmul_q8k(pool, w.data(map), w.rows, w.cols, &self.bytes, m, out),
+            None => matmul::matmul(pool, k, w.data(map), w.rows, w.cols, &self.bytes, m, out),
         }
+    }
+
+    /// [`Self::project`] of one input `x` with several matrices (Q, K, V; gate, up). Where
+    /// they all take the dot path with one activation format (decode and small batches), the
+    /// products run as one parallel job, which saves a fork-join per extra matrix; prompts,
+    /// whose products are long, take them one at a time. The outputs are the same either way.
+    fn project_parts<const N: usize>(
+        &mut self,
+        pool: &ThreadPool,
+        map: &GgufFile,
+        ws: [&Matrix; N],
+        x: &[f32],
+        m: usize,
+        outs: [&mut [f32]; N],
+    ) {
+        let Some(&first) = ws.first() else {
+            return;
+        };
+        let one_job = ws.iter().all(|w| {
+            w.kernel.act == first.kernel.act
+                && w.cols == first.cols
+                && (m < gemm::MIN_ROWS || w.gemm.is_none())
+        });
+        if !one_job {
+            for (w, out) in ws.into_iter().zip(outs) {
+                self.project(pool, map, w, x, m, out);
+            }
+            return;
+        }
+        let k = &first.kernel;
+        if self.format != Some(ActFormat::Dot(k.act)) {
+            matmul::quantize_rows(pool, k, &x[..m * first.cols], first.cols, &mut self.bytes);
+            self.format = Some(ActFormat::Dot(k.act));
+        }
+        let mut outs = outs.into_iter();
+        let outs = std::array::from_fn(|j| outs.next().unwrap().split_at_mut(m * ws[j].rows).0);
+        let ws = ws.map(|w| matmul::Weights {
+            kernel: &w.kernel,
+            w: w.data(map),
+            n_rows: w.rows,
+        });
+        matmul::matmul_parts(pool, ws, first.cols, &self.bytes, m, outs);
     }
 }
 
@@ -157,7 +204,9 @@ impl Ropes {
 /// Keys and values are stored in each sequence's cache; the logits of the rows each sequence
 /// asks for are written to `logits` (`[rows, n_vocab]`, in sequence order).
 /// Token ids must be valid and the batch must fit in `scratch` and each cache; callers check.
+/// Parallel steps run on `pool`.
 pub fn forward(
+    pool: &ThreadPool,
     model: &Model,
     ropes: &Ropes,
     s: &mut Scratch,
@@ -187,8 +236,9 @@ pub fn forward(
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
-        attention_block(hp, map, layer, l, seqs, ropes.for_layer(hp, l), s, m);
-        ffn_block(hp, map, layer, s, m);
+        let rope = ropes.for_layer(hp, l);
+        attention_block(pool, hp, map, layer, l, seqs, rope, s, m);
+        ffn_block(pool, hp, map, layer, s, m);
     }
 
     // Gather the rows that need logits, in order, then one output product for all of them.
@@ -210,7 +260,7 @@ pub fn forward(
         ops::rms_norm(row, &w.output_norm, hp.rms_eps);
     }
     s.act.invalidate();
-    s.act.project(map, &w.output, &s.xn, n_rows, logits);
+    s.act.project(pool, map, &w.output, &s.xn, n_rows, logits);
     for row in logits.chunks_exact_mut(hp.n_vocab) {
         if let Some(b) = &w.output_bias {
             ops::add_assign(row, b);
@@ -221,28 +271,33 @@ pub fn forward(
     }
 }
 
-/// RMSNorm of `m` rows of `src` into `dst`.
 /// Rows from which row-wise steps (norms, RoPE, activations) are spread over the threads;
 /// below it (decode, small batches) they stay on the calling thread, where a fork-join would
 /// cost more than the work.
 const PAR_ROWS: usize = 16;
 
 /// `f(t, row)` for each of the `m` rows of `len` values in `x`, in parallel for prompts.
-fn for_rows(x: &mut [f32], len: usize, m: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+fn for_rows(
+    pool: &ThreadPool,
+    x: &mut [f32],
+    len: usize,
+    m: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
     let x = &mut x[..m * len];
     if m >= PAR_ROWS {
-        x.par_chunks_mut(len)
-            .with_min_len(4)
-            .enumerate()
-            .for_each(|(t, row)| f(t, row));
+        pool.split(chunks(x, len), |rows, xs| {
+            rows.zip(xs.chunks_mut(len)).for_each(|(t, row)| f(t, row));
+        });
     } else {
         x.chunks_mut(len).enumerate().for_each(|(t, row)| f(t, row));
     }
 }
 
-fn norm_rows(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32, m: usize) {
+/// RMSNorm of `m` rows of `src` into `dst`.
+fn norm_rows(pool: &ThreadPool, src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32, m: usize) {
     let e = weight.len();
-    for_rows(dst, e, m, |t, row| {
+    for_rows(pool, dst, e, m, |t, row| {
         row.copy_from_slice(&src[t * e..(t + 1) * e]);
         ops::rms_norm(row, weight, eps);
     });
@@ -254,7 +309,14 @@ fn add_bias(rows: &mut [f32], bias: &[f32]) {
     }
 }
 
+thread_local! {
+    /// Per-thread attention scratch, grown to the longest context seen: `[n_ctx]` scores and
+    /// `[2 (head_dim + n_ctx)]` f16 bytes (the query, then the probabilities).
+    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 fn attention_block(
+    pool: &ThreadPool,
     hp: &HParams,
     map: &GgufFile,
     layer: &Layer,
@@ -265,13 +327,12 @@ fn attention_block(
     m: usize,
 ) {
     let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim);
-    norm_rows(&s.x, &mut s.xn, &layer.attn_norm, hp.rms_eps, m);
+    norm_rows(pool, &s.x, &mut s.xn, &layer.attn_norm, hp.rms_eps, m);
     s.act.invalidate();
     match &layer.qkv {
         Qkv::Split { wq, wk, wv } => {
-            s.act.project(map, wq, &s.xn, m, &mut s.q);
-            s.act.project(map, wk, &s.xn, m, &mut s.k);
-            s.act.project(map, wv, &s.xn, m, &mut s.v);
+            let outs = [&mut s.q[..], &mut s.k[..], &mut s.v[..]];
+            s.act.project_parts(pool, map, [wq, wk, wv], &s.xn, m, outs);
             if let Some(b) = &layer.qkv_bias {
                 add_bias(&mut s.q[..m * qd], &b[..qd]);
                 add_bias(&mut s.k[..m * kvd], &b[qd..qd + kvd]);
@@ -280,7 +341,7 @@ fn attention_block(
         }
         Qkv::Fused(w) => {
             let n = qd + 2 * kvd;
-            s.act.project(map, w, &s.xn, m, &mut s.qkv);
+            s.act.project(pool, map, w, &s.xn, m, &mut s.qkv);
             if let Some(b) = &layer.qkv_bias {
                 add_bias(&mut s.qkv[..m * n], b);
             }
@@ -303,8 +364,8 @@ fn attention_block(
         }
     }
     let rows = &s.rows;
-    for_rows(&mut s.q, qd, m, |t, q| rope.apply(q, hd, rows[t].1));
-    for_rows(&mut s.k, kvd, m, |t, k| rope.apply(k, hd, rows[t].1));
+    for_rows(pool, &mut s.q, qd, m, |t, q| rope.apply(q, hd, rows[t].1));
+    for_rows(pool, &mut s.k, kvd, m, |t, k| rope.apply(k, hd, rows[t].1));
     let mut start = 0;
     for seq in seqs.iter_mut() {
         let n = seq.tokens.len();
@@ -318,7 +379,7 @@ fn attention_block(
     let f16_dot = rllm_kernels::dot_kernel(GgmlType::F16).expect("F16 kernels exist");
     let seqs: &[Seq] = seqs;
     let rows = &s.rows;
-    let n_ctx = s.scores.len() / hp.n_head;
+    let n_ctx = s.n_ctx;
     let group = hp.n_head / hp.n_head_kv;
     let scale = hp.attn_scale;
     let window = if hp.swa_layers[l] { hp.n_swa } else { None };
@@ -347,34 +408,32 @@ fn attention_block(
             }
         }
     };
+    // Units of one (head, query row): each thread takes a run of them, which covers parts of
+    // one or more heads, and attends with its own scratch rows.
     let heads = &mut s.att_heads[..hp.n_head * m * hd];
-    if m < PAR_ROWS {
-        // Decode: one task per head, on the context's scratch (no allocation per token).
-        heads
-            .par_chunks_mut(m * hd)
-            .zip(s.scores.par_chunks_mut(n_ctx))
-            .zip(s.head_bytes.par_chunks_mut(2 * (hd + n_ctx)))
-            .enumerate()
-            .for_each(|(h, ((out, scores), bytes))| attend(h, 0, out, scores, bytes));
-    } else {
-        // Prompt: tasks of (head, 32 query rows), so that the threads stay balanced even with
-        // few heads and causal rows of growing length.
-        const QUERIES: usize = 32;
-        let tasks: Vec<(usize, usize, &mut [f32])> = heads
-            .chunks_mut(m * hd)
-            .enumerate()
-            .flat_map(|(h, head)| {
-                head.chunks_mut(QUERIES * hd)
-                    .enumerate()
-                    .map(move |(c, out)| (h, c * QUERIES, out))
-            })
-            .collect();
-        tasks.into_par_iter().for_each(|(h, t0, out)| {
-            let mut scores = vec![0f32; n_ctx];
-            let mut bytes = vec![0u8; 2 * (hd + n_ctx)];
-            attend(h, t0, out, &mut scores, &mut bytes);
+    pool.split(chunks(heads, hd), |units, out| {
+        ATTN_SCRATCH.with_borrow_mut(|(scores, bytes)| {
+            let n_bytes = 2 * (hd + n_ctx);
+            if scores.len() < n_ctx {
+                scores.resize(n_ctx, 0.0);
+            }
+            if bytes.len() < n_bytes {
+                bytes.resize(n_bytes, 0);
+            }
+            let bytes = &mut bytes[..n_bytes];
+            let mut out = out;
+            let mut u = units.start;
+            while u < units.end {
+                // The rest of this head's query rows in the run.
+                let (h, t0) = (u / m, u % m);
+                let n = (units.end - u).min(m - t0);
+                let (part, rest) = out.split_at_mut(n * hd);
+                attend(h, t0, part, scores, bytes);
+                out = rest;
+                u += n;
+            }
         });
-    }
+    });
     for h in 0..hp.n_head {
         for t in 0..m {
             s.att[t * qd + h * hd..t * qd + (h + 1) * hd]
@@ -382,34 +441,43 @@ fn attention_block(
         }
     }
     s.act.invalidate();
-    s.act.project(map, &layer.wo, &s.att, m, &mut s.proj);
+    s.act.project(pool, map, &layer.wo, &s.att, m, &mut s.proj);
     let e = hp.n_embd;
     if let Some(b) = &layer.wo_bias {
         add_bias(&mut s.proj[..m * e], b);
     }
     let proj = &mut s.proj;
     if let Some(w) = &layer.post_attn_norm {
-        for_rows(proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
+        for_rows(pool, proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
     }
     let proj = &s.proj;
-    for_rows(&mut s.x, e, m, |t, x| {
+    for_rows(pool, &mut s.x, e, m, |t, x| {
         ops::add_assign(x, &proj[t * e..(t + 1) * e])
     });
 }
 
-fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: usize) {
+fn ffn_block(
+    pool: &ThreadPool,
+    hp: &HParams,
+    map: &GgufFile,
+    layer: &Layer,
+    s: &mut Scratch,
+    m: usize,
+) {
     let (f, e) = (hp.n_ff, hp.n_embd);
-    norm_rows(&s.x, &mut s.xn, &layer.ffn_norm, hp.rms_eps, m);
+    norm_rows(pool, &s.x, &mut s.xn, &layer.ffn_norm, hp.rms_eps, m);
     s.act.invalidate();
     match &layer.ffn_gate {
         Some(gate) => {
-            s.act.project(map, gate, &s.xn, m, &mut s.gate);
-            s.act.project(map, &layer.ffn_up, &s.xn, m, &mut s.up);
+            let outs = [&mut s.gate[..], &mut s.up[..]];
+            s.act
+                .project_parts(pool, map, [gate, &layer.ffn_up], &s.xn, m, outs);
         }
         None => {
             // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move
             // lands on rows already consumed.
-            s.act.project(map, &layer.ffn_up, &s.xn, m, &mut s.gate);
+            s.act
+                .project(pool, map, &layer.ffn_up, &s.xn, m, &mut s.gate);
             for t in 0..m {
                 s.up[t * f..(t + 1) * f].copy_from_slice(&s.gate[t * 2 * f + f..(t + 1) * 2 * f]);
                 s.gate.copy_within(t * 2 * f..t * 2 * f + f, t * f);
@@ -417,7 +485,7 @@ fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: us
         }
     }
     let up = &s.up;
-    for_rows(&mut s.gate, f, m, |t, gate| {
+    for_rows(pool, &mut s.gate, f, m, |t, gate| {
         let up = &up[t * f..(t + 1) * f];
         match hp.activation {
             Activation::Silu => ops::swiglu(gate, up),
@@ -425,13 +493,14 @@ fn ffn_block(hp: &HParams, map: &GgufFile, layer: &Layer, s: &mut Scratch, m: us
         }
     });
     s.act.invalidate();
-    s.act.project(map, &layer.ffn_down, &s.gate, m, &mut s.proj);
+    s.act
+        .project(pool, map, &layer.ffn_down, &s.gate, m, &mut s.proj);
     let proj = &mut s.proj;
     if let Some(w) = &layer.post_ffn_norm {
-        for_rows(proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
+        for_rows(pool, proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
     }
     let proj = &s.proj;
-    for_rows(&mut s.x, e, m, |t, x| {
+    for_rows(pool, &mut s.x, e, m, |t, x| {
         ops::add_assign(x, &proj[t * e..(t + 1) * e])
     });
 }

@@ -2,10 +2,13 @@
 //! Immutable and shared by every [`crate::Context`] through an `Arc`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::arch::{self, HParams, Weights};
-use crate::error::Result;
+use crate::detok::Vocab;
+use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Metadata};
+use crate::grammar::TokenEnv;
 
 #[derive(Debug)]
 pub struct Model {
@@ -13,6 +16,10 @@ pub struct Model {
     pub hparams: HParams,
     pub weights: Weights,
     fingerprint: std::sync::OnceLock<u64>,
+    /// Built on first use (a large vocabulary takes a noticeable fraction of a second).
+    vocab: std::sync::OnceLock<std::result::Result<Arc<Vocab>, String>>,
+    /// The vocabulary as grammars see it, built on first use.
+    token_env: std::sync::OnceLock<std::result::Result<Arc<TokenEnv>, String>>,
 }
 
 /// The context length used when the caller does not choose one: the model's own, capped.
@@ -28,11 +35,38 @@ impl Model {
             hparams,
             weights,
             fingerprint: std::sync::OnceLock::new(),
+            vocab: std::sync::OnceLock::new(),
+            token_env: std::sync::OnceLock::new(),
         })
     }
 
     pub fn metadata(&self) -> &Metadata {
         &self.file.metadata
+    }
+
+    /// The token table for detokenizing, built once from the metadata.
+    pub fn vocab(&self) -> Result<Arc<Vocab>> {
+        self.vocab
+            .get_or_init(|| {
+                Vocab::from_metadata(self.metadata())
+                    .map(Arc::new)
+                    .map_err(|e| format!("{}: {e}", self.file.path.display()))
+            })
+            .clone()
+            .map_err(Error::Tokenizer)
+    }
+
+    /// The token table grammars compile against, built once (after the vocabulary).
+    pub fn token_env(&self) -> Result<Arc<TokenEnv>> {
+        let vocab = self.vocab()?;
+        self.token_env
+            .get_or_init(|| {
+                TokenEnv::new(&vocab)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Tokenizer)
     }
 
     pub fn default_n_ctx(&self) -> usize {

@@ -1,5 +1,5 @@
-//! The sampling chain, in llama.cpp's default order: repetition penalties → top-k → top-p →
-//! min-p → temperature → draw. Temperature 0 is greedy. Reproducible from a seed.
+//! The sampling chain, in llama.cpp's default order: repetition penalties → top-k → typical →
+//! top-p → min-p → temperature → draw. Temperature 0 is greedy. Reproducible from a seed.
 //! Reference: llama.cpp `src/llama-sampling.cpp`, `common/sampling.cpp`.
 
 use crate::error::{Error, Result};
@@ -12,6 +12,8 @@ pub struct SamplerParams {
     pub top_k: usize,
     /// 1 = keep all.
     pub top_p: f32,
+    /// Locally typical sampling; 1 = off.
+    pub typical_p: f32,
     /// 0 = keep all.
     pub min_p: f32,
     /// 1 = off.
@@ -30,6 +32,7 @@ impl Default for SamplerParams {
             temperature: 0.8,
             top_k: 40,
             top_p: 0.95,
+            typical_p: 1.0,
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
@@ -51,6 +54,12 @@ impl SamplerParams {
         }
         if !(0.0..=1.0).contains(&self.top_p) {
             return bad(format!("top_p must be in [0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.typical_p) {
+            return bad(format!(
+                "typical_p must be in [0, 1], got {}",
+                self.typical_p
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
@@ -158,6 +167,34 @@ impl Sampler {
         self.cand
             .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 
+        // typical: keep the tokens whose surprise is closest to the entropy, until their
+        // probability reaches typical_p (llama.cpp's llama_sampler_typical).
+        if p.typical_p < 1.0 {
+            let probs = softmax_of(&self.cand, 1.0);
+            let entropy: f64 = -probs
+                .iter()
+                .filter(|&&q| q > 0.0)
+                .map(|q| q * q.ln())
+                .sum::<f64>();
+            let mut order: Vec<(f64, usize)> = probs
+                .iter()
+                .enumerate()
+                .map(|(i, q)| ((-q.ln() - entropy).abs(), i))
+                .collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut cum = 0.0;
+            let mut keep = order.len();
+            for (n, &(_, i)) in order.iter().enumerate() {
+                cum += probs[i];
+                if cum > p.typical_p as f64 {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            let mut kept: Vec<usize> = order[..keep].iter().map(|&(_, i)| i).collect();
+            kept.sort_unstable(); // back to logit order
+            self.cand = kept.into_iter().map(|i| self.cand[i]).collect();
+        }
         let probs = softmax_of(&self.cand, 1.0);
         // top-p: the smallest prefix whose probability reaches top_p (at least one token).
         if p.top_p < 1.0 {
@@ -288,6 +325,23 @@ mod tests {
     }
 
     #[test]
+    fn typical_drops_the_surprising_tokens() {
+        // One likely token among many unlikely ones: the entropy is low, so the likely token
+        // is the typical one; a small typical_p keeps only it.
+        let mut logits = vec![0.0f32; 50];
+        logits[7] = 6.0;
+        let mut p = params(1.0);
+        p.top_k = 0;
+        p.top_p = 1.0;
+        p.min_p = 0.0;
+        p.typical_p = 0.2;
+        let mut s = Sampler::new(p).unwrap();
+        for _ in 0..50 {
+            assert_eq!(s.sample(&logits, &[]), 7);
+        }
+    }
+
+    #[test]
     fn invalid_parameters_are_rejected() {
         for bad in [
             SamplerParams {
@@ -300,6 +354,10 @@ mod tests {
             },
             SamplerParams {
                 min_p: -0.1,
+                ..Default::default()
+            },
+            SamplerParams {
+                typical_p: 1.5,
                 ..Default::default()
             },
             SamplerParams {

@@ -74,17 +74,20 @@ fn bench_matmul(c: &mut Criterion) {
         let k = dot_kernel_for(ty, active_isa()).unwrap();
         let w = weights(ty, ROWS);
         let mut a = Vec::new();
-        quantize_rows(&k, &x, K, &mut a);
+        quantize_rows(
+            &rllm_kernels::ThreadPool::new(1).unwrap(),
+            &k,
+            &x,
+            K,
+            &mut a,
+        );
         let mut y = vec![0f32; ROWS];
         g.throughput(Throughput::Bytes(w.len() as u64));
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rllm_kernels::ThreadPool::new(threads).unwrap();
             let id = BenchmarkId::new(ty.name(), format!("t{threads}"));
             g.bench_function(id, |b| {
-                b.iter(|| pool.install(|| matmul(&k, &w, ROWS, K, &a, 1, &mut y)))
+                b.iter(|| matmul(&pool, &k, &w, ROWS, K, &a, 1, &mut y))
             });
         }
     }

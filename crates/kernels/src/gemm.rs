@@ -17,9 +17,9 @@ use crate::blocks::{
     QuantBlock,
 };
 use crate::dispatch::Isa;
+use crate::pool::{chunks, columns, ThreadPool, TASKS_PER_THREAD};
 use crate::repack::{PackFn, PackKind, Packed, PackedGroup, LANES, TILE_T32, TILE_TK};
 use crate::types::GgmlType;
-use rayon::prelude::*;
 
 /// Below this many activation rows the per-row dot path is faster: unpacking a weight row
 /// costs about as much as a handful of dot products with it. Results are the same either way.
@@ -48,8 +48,8 @@ pub struct GemmActs {
 
 impl GemmActs {
     /// Quantize the rows of `x` (`n_cols` values each, `n_cols` a multiple of 32), reusing the
-    /// buffers.
-    pub fn quantize(&mut self, x: &[f32], n_cols: usize) {
+    /// buffers, in parallel over rows.
+    pub fn quantize(&mut self, pool: &ThreadPool, x: &[f32], n_cols: usize) {
         assert!(
             n_cols % 32 == 0 && (n_cols == 0 || x.len() % n_cols == 0),
             "gemm activations: {} values are not rows of {n_cols} (a multiple of 32)",
@@ -70,14 +70,22 @@ impl GemmActs {
         let k = crate::dispatch::dot_kernel_for(GgmlType::Q4_1, crate::active_isa())
             .expect("every tier quantizes Q8_1");
         const CHUNK: usize = 8;
-        self.q
-            .par_chunks_mut(n_cols)
-            .zip(self.d.par_chunks_mut(n_cols / 32))
-            .zip(self.s.par_chunks_mut(n_cols / 32))
-            .zip(self.sums.par_chunks_mut(n_cols / 32))
-            .zip(x.par_chunks(n_cols))
-            .for_each(|((((q, d), s), sums), x)| {
-                let mut buf = [0u8; 36 * CHUNK];
+        let nb = n_cols / 32;
+        let parts = (
+            chunks(&mut self.q, n_cols),
+            chunks(&mut self.d, nb),
+            (chunks(&mut self.s, nb), chunks(&mut self.sums, nb)),
+        );
+        pool.split(parts, |rows, (q, d, (s, sums))| {
+            let x = &x[rows.start * n_cols..rows.end * n_cols];
+            let rows = q
+                .chunks_exact_mut(n_cols)
+                .zip(d.chunks_exact_mut(nb))
+                .zip(s.chunks_exact_mut(nb))
+                .zip(sums.chunks_exact_mut(nb))
+                .zip(x.chunks_exact(n_cols));
+            let mut buf = [0u8; 36 * CHUNK];
+            for ((((q, d), s), sums), x) in rows {
                 for (c, xc) in x.chunks(32 * CHUNK).enumerate() {
                     let blocks = &mut buf[..36 * (xc.len() / 32)];
                     k.quantize_act(xc, blocks);
@@ -94,7 +102,8 @@ impl GemmActs {
                         sums[b] = sum;
                     }
                 }
-            });
+            }
+        });
     }
 
     pub fn rows(&self) -> usize {
@@ -289,8 +298,16 @@ impl Gemm {
 
     /// `y[t·n_rows + r] = Σ_c w[r, c]·a[t, c]` for every activation row `t` of `a` and weight
     /// row `r` of `w` (`n_rows` rows of `n_cols` values of the weight type), in parallel over
-    /// weight rows on the current rayon pool. Panics if a length disagrees.
-    pub fn matmul(&self, w: &[u8], n_rows: usize, n_cols: usize, a: &GemmActs, y: &mut [f32]) {
+    /// weight rows on `pool`. Panics if a length disagrees.
+    pub fn matmul(
+        &self,
+        pool: &ThreadPool,
+        w: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        a: &GemmActs,
+        y: &mut [f32],
+    ) {
         if let Kind::Lanes32 {
             pack,
             packer,
@@ -309,7 +326,7 @@ impl Gemm {
                 // its reads by the group's and the rows' slices (n_cols/32 blocks each).
                 unsafe { tile(mins, &u.group(rs[0] / LANES), &acts, out) };
             };
-            return tiled(w, w_row, a.m, y, unpack, run_tile);
+            return tiled(pool, w, w_row, a.m, y, unpack, run_tile);
         }
         let Kind::Blocks32 {
             signed,
@@ -361,13 +378,14 @@ impl Gemm {
                     }
                 }
             };
-        tiled(w, w_row, a.m, y, unpack_rows, run_tile);
+        tiled(pool, w, w_row, a.m, y, unpack_rows, run_tile);
     }
 
     /// As [`Self::matmul`] for K-quant weights, with `a` holding `m` rows of the weight
     /// type's dot-kernel activations (Q8_K blocks, from [`crate::matmul::quantize_rows`]).
     pub fn matmul_q8k(
         &self,
+        pool: &ThreadPool,
         w: &[u8],
         n_rows: usize,
         n_cols: usize,
@@ -399,7 +417,7 @@ impl Gemm {
                 // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
                 unsafe { tile(q6k, &u.group(rs[0] / LANES), &acts, out) };
             };
-            return tiled(w, w_row, m, y, unpack, run_tile);
+            return tiled(pool, w, w_row, m, y, unpack, run_tile);
         }
         let Kind::SuperBlocks { kind, tile } = self.kind else {
             panic!("gemm {}: takes 32-element block activations", self.weight);
@@ -432,7 +450,7 @@ impl Gemm {
             // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
             unsafe { tile(kind, &ws, &acts, out) };
         };
-        tiled(w, w_row, m, y, unpack_rows, run_tile);
+        tiled(pool, w, w_row, m, y, unpack_rows, run_tile);
     }
 
     /// Shared shape checks: the weight row size, or `None` when there is nothing to compute
@@ -469,11 +487,21 @@ impl Gemm {
 /// One tile's outputs, `[weight row][activation row]`.
 type Tile = [[f32; TILE_T]; TILE_R];
 
-/// Split the weight rows of `w` over tasks; each unpacks its rows once with `unpack`, then runs
-/// `tile` over its rows × all `m` activation rows, `R × T` at a time, and writes that column
-/// range of `y`. Tiles get row indices (local to the task's unpacked rows, and activation
-/// rows); partial tiles repeat their last index and those results are dropped.
+/// Weight rows a thread unpacks at a time: they stay in cache while every activation row is
+/// multiplied with them.
+const ROWS_PER_PASS: usize = 32;
+
+/// Split the output grid (activation rows × weight rows of `w`) into tasks, each a run of
+/// weight rows (in units of `R`, the tile's weight rows) for a block of activation rows: a
+/// task unpacks [`ROWS_PER_PASS`] of its rows at a time with `unpack`, then runs `tile` over
+/// those rows × its activation rows, `R × T` at a time, and writes those outputs of `y`. The
+/// activation rows are cut into blocks (of whole tiles) only where the weight rows alone
+/// would make tasks of fewer than [`ROWS_PER_PASS`] rows (small matrices, many threads): each
+/// block unpacks the rows again, little beside its products. Tiles get row indices (local to
+/// the unpacked rows, and activation rows); partial tiles repeat their last index and those
+/// results are dropped.
 fn tiled<U, const R: usize, const T: usize>(
+    pool: &ThreadPool,
     w: &[u8],
     w_row: usize,
     m: usize,
@@ -481,39 +509,40 @@ fn tiled<U, const R: usize, const T: usize>(
     unpack: impl Fn(&[u8]) -> U + Sync,
     tile: impl Fn(&U, [usize; R], [usize; T], &mut [[f32; T]; R]) + Sync,
 ) {
+    const { assert!(ROWS_PER_PASS % R == 0, "a pass holds whole tiles") };
     let n_rows = w.len() / w_row;
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n_rows
-        .div_ceil(4 * threads)
-        .clamp(2 * R, 32)
-        .next_multiple_of(R);
-    let n_tasks = n_rows.div_ceil(chunk);
-    let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_t in y.chunks_mut(n_rows) {
-        for (c, part) in y_t.chunks_mut(chunk).enumerate() {
-            outs[c].push(part);
-        }
-    }
-    outs.into_par_iter()
-        .zip(w.par_chunks(chunk * w_row))
-        .for_each(|(mut out, ws)| {
-            let rows = ws.len() / w_row;
-            let u = unpack(ws);
+    let tasks = TASKS_PER_THREAD * pool.n_threads();
+    let blocks = (tasks * ROWS_PER_PASS)
+        .div_ceil(n_rows)
+        .clamp(1, m.div_ceil(T));
+    let block = m.div_ceil(blocks).next_multiple_of(T);
+    let parts: Vec<_> = y
+        .chunks_mut(block * n_rows)
+        .map(|yb| columns(yb, n_rows, R))
+        .collect();
+    pool.split_parts(&parts, |b, _, mut out| {
+        let (cols, t_base) = (out.cols(), b * block);
+        let mb = block.min(m - t_base);
+        for r0 in cols.clone().step_by(ROWS_PER_PASS) {
+            let r1 = cols.end.min(r0 + ROWS_PER_PASS);
+            let (rows, c0) = (r1 - r0, r0 - cols.start);
+            let u = unpack(&w[r0 * w_row..r1 * w_row]);
             let mut t = [[0f32; T]; R];
-            for t0 in (0..m).step_by(T) {
-                let nt = T.min(m - t0);
-                let ts = std::array::from_fn(|j| t0 + j.min(nt - 1));
-                for r0 in (0..rows).step_by(R) {
-                    let nr = R.min(rows - r0);
-                    tile(&u, std::array::from_fn(|i| r0 + i.min(nr - 1)), ts, &mut t);
+            for t0 in (0..mb).step_by(T) {
+                let nt = T.min(mb - t0);
+                let ts = std::array::from_fn(|j| t_base + t0 + j.min(nt - 1));
+                for i0 in (0..rows).step_by(R) {
+                    let nr = R.min(rows - i0);
+                    tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
                     for (i, ti) in t[..nr].iter().enumerate() {
                         for (j, &v) in ti[..nt].iter().enumerate() {
-                            out[t0 + j][r0 + i] = v;
+                            out.row(t0 + j)[c0 + i0 + i] = v;
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Unpacked 32-element-block weight rows.
@@ -751,6 +780,7 @@ mod tests {
     /// shape, and stays near the scalar reference and the exact product.
     #[test]
     fn gemm_equals_dot_path_bit_for_bit() {
+        let pool = ThreadPool::new(3).unwrap();
         let mut seed = 11;
         for ty in TYPES {
             for (n_rows, n_cols, m) in [
@@ -770,12 +800,21 @@ mod tests {
                     quantize_row(ty, wr, br, None);
                 }
                 let mut acts = GemmActs::default();
-                acts.quantize(&x, n_cols);
+                acts.quantize(&pool, &x, n_cols);
                 let scalar = dot_kernel_for(ty, Isa::Scalar).unwrap();
                 let mut a = Vec::new();
-                crate::matmul::quantize_rows(&scalar, &x, n_cols, &mut a);
+                crate::matmul::quantize_rows(&pool, &scalar, &x, n_cols, &mut a);
                 let mut reference = vec![0f32; m * n_rows];
-                crate::matmul::matmul(&scalar, &bytes, n_rows, n_cols, &a, m, &mut reference);
+                crate::matmul::matmul(
+                    &pool,
+                    &scalar,
+                    &bytes,
+                    n_rows,
+                    n_cols,
+                    &a,
+                    m,
+                    &mut reference,
+                );
                 for isa in available_isas() {
                     let Some(g) = Gemm::new(ty, isa) else {
                         continue;
@@ -784,9 +823,9 @@ mod tests {
                     assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut dots = vec![0f32; m * n_rows];
-                    crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
+                    crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
                     let mut got = vec![0f32; m * n_rows];
-                    g.matmul(&bytes, n_rows, n_cols, &acts, &mut got);
+                    g.matmul(&pool, &bytes, n_rows, n_cols, &acts, &mut got);
                     for (i, ((g, d), r)) in got.iter().zip(&dots).zip(&reference).enumerate() {
                         assert_eq!(
                             g.to_bits(),
@@ -806,6 +845,7 @@ mod tests {
     /// The K-quant GEMM gives bit for bit what the dot path gives on the same Q8_K rows.
     #[test]
     fn k_gemm_equals_dot_path_bit_for_bit() {
+        let pool = ThreadPool::new(3).unwrap();
         let mut seed = 3;
         for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             for (n_rows, n_cols, m) in [
@@ -831,11 +871,11 @@ mod tests {
                     assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut a = Vec::new();
-                    crate::matmul::quantize_rows(&k, &x, n_cols, &mut a);
+                    crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);
                     let mut dots = vec![0f32; m * n_rows];
-                    crate::matmul::matmul(&k, &bytes, n_rows, n_cols, &a, m, &mut dots);
+                    crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
                     let mut got = vec![0f32; m * n_rows];
-                    g.matmul_q8k(&bytes, n_rows, n_cols, &a, m, &mut got);
+                    g.matmul_q8k(&pool, &bytes, n_rows, n_cols, &a, m, &mut got);
                     for (i, (g, d)) in got.iter().zip(&dots).enumerate() {
                         assert_eq!(
                             g.to_bits(),
@@ -845,6 +885,48 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Splitting the output grid by activation rows (small matrices, many threads) changes no
+    /// bit: the same products on 1, 2 and 16 threads.
+    #[test]
+    fn gemm_results_do_not_depend_on_the_thread_count() {
+        let mut seed = 5;
+        let isa = crate::active_isa();
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            let Some(g) = Gemm::new(ty, isa) else {
+                continue;
+            };
+            let (n_rows, n_cols, m) = (70, 256, 37);
+            let rb = ty.row_bytes(n_cols).unwrap();
+            let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
+            let x: Vec<f32> = (0..m * n_cols).map(|_| 3.0 * lcg(&mut seed)).collect();
+            let mut bytes = vec![0u8; n_rows * rb];
+            for (wr, br) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
+                quantize_row(ty, wr, br, None);
+            }
+            let k = dot_kernel_for(ty, isa).unwrap();
+            let mut results = Vec::new();
+            for threads in [1, 2, 16] {
+                let pool = ThreadPool::new(threads).unwrap();
+                let mut got = vec![f32::NAN; m * n_rows];
+                if g.input() == GemmInput::Q8K {
+                    let mut a = Vec::new();
+                    crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);
+                    g.matmul_q8k(&pool, &bytes, n_rows, n_cols, &a, m, &mut got);
+                } else {
+                    let mut acts = GemmActs::default();
+                    acts.quantize(&pool, &x, n_cols);
+                    g.matmul(&pool, &bytes, n_rows, n_cols, &acts, &mut got);
+                }
+                assert!(
+                    got.iter().all(|v| v.is_finite()),
+                    "{ty}: every output written"
+                );
+                results.push(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert!(results.iter().all(|r| r == &results[0]), "{ty} {isa}");
         }
     }
 }

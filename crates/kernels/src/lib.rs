@@ -8,11 +8,13 @@ pub mod blocks;
 pub mod dispatch;
 pub mod gemm;
 pub mod matmul;
+pub mod pool;
 mod repack;
 mod simd;
 pub mod types;
 
 pub use dispatch::{active_isa, DotKernel, Isa};
+pub use pool::ThreadPool;
 pub use types::{GgmlType, QK_K};
 
 /// True if this crate can dequantize `ty` and multiply it against activations.

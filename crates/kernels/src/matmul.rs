@@ -1,19 +1,17 @@
 //! Row-parallel matrix products over a [`DotKernel`]: `y = a · wᵀ` for quantized weight rows
-//! and quantized activation rows, on the caller's current rayon pool.
+//! and quantized activation rows, on a [`ThreadPool`].
 //!
-//! Work is split by weight rows: each task owns a run of rows and computes their outputs for
-//! every activation row, so each weight row is read from memory once per call (decode, m = 1,
-//! is bound by that read). Prompt-sized products of the common types go to [`crate::gemm`]
-//! instead; this path serves decode, small batches and the remaining types.
+//! Work is split by weight rows: each task owns one contiguous run of rows and computes
+//! their outputs for every activation row, so each weight row is read from memory once per
+//! call (decode, m = 1, is bound by that read). Prompt-sized products of the common types go to
+//! [`crate::gemm`] instead; this path serves decode, small batches and the remaining types.
 
 use crate::dispatch::DotKernel;
-use rayon::prelude::*;
+use crate::pool::{chunks, columns, ThreadPool};
 
-/// Weight rows per task: about four tasks per thread, within 16..=64 rows.
-fn rows_per_task(n_rows: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    n_rows.div_ceil(4 * threads).clamp(16, 64)
-}
+/// Weight rows a thread takes at a time when there are several activation rows: those rows
+/// stay in cache while every activation row is multiplied with them.
+const ROWS_PER_PASS: usize = 64;
 
 /// `y[t * n_rows + r] = dot(weight row r, activation row t)` for `t < m`, `r < n_rows`.
 ///
@@ -21,6 +19,7 @@ fn rows_per_task(n_rows: usize) -> usize {
 /// `k.act_row_bytes(n_cols)` bytes (from [`quantize_rows`]), and `y.len() == m * n_rows`.
 /// Panics if a length disagrees.
 pub fn matmul(
+    pool: &ThreadPool,
     k: &DotKernel,
     w: &[u8],
     n_rows: usize,
@@ -29,66 +28,105 @@ pub fn matmul(
     m: usize,
     y: &mut [f32],
 ) {
-    let w_row = k
-        .weight
-        .row_bytes(n_cols)
-        .unwrap_or_else(|| panic!("matmul: {n_cols} columns do not fill {} rows", k.weight));
-    let a_row = k.act_row_bytes(n_cols);
-    assert_eq!(
-        Some(w.len()),
-        n_rows.checked_mul(w_row),
-        "matmul: weight bytes for {n_rows}×{n_cols} {}",
-        k.weight
-    );
+    let weights = Weights {
+        kernel: k,
+        w,
+        n_rows,
+    };
+    matmul_parts(pool, [weights], n_cols, a, m, [y]);
+}
+
+/// One weight matrix of [`matmul_parts`]: `n_rows` rows of `kernel.weight` in `w`.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    pub kernel: &'a DotKernel,
+    pub w: &'a [u8],
+    pub n_rows: usize,
+}
+
+/// [`matmul`] of the same activation rows `a` with several weight matrices whose kernels share
+/// an activation format, in one parallel job: `ys[j] = a · ws[j]ᵀ`. Each output is what
+/// [`matmul`] would write, so fusing products changes nothing but the fork-joins spent.
+pub fn matmul_parts<const N: usize>(
+    pool: &ThreadPool,
+    ws: [Weights<'_>; N],
+    n_cols: usize,
+    a: &[u8],
+    m: usize,
+    ys: [&mut [f32]; N],
+) {
+    let Some(first) = ws.first() else {
+        return;
+    };
+    let a_row = first.kernel.act_row_bytes(n_cols);
     assert_eq!(
         Some(a.len()),
         m.checked_mul(a_row),
         "matmul: activation bytes for {m}×{n_cols} {}",
-        k.act
+        first.kernel.act
     );
-    assert_eq!(
-        Some(y.len()),
-        m.checked_mul(n_rows),
-        "matmul: output length"
+    let w_rows = ws.map(
+        |Weights {
+             kernel: k,
+             w,
+             n_rows,
+         }| {
+            assert_eq!(k.act, first.kernel.act, "matmul: activation formats differ");
+            let w_row = k.weight.row_bytes(n_cols).unwrap_or_else(|| {
+                panic!("matmul: {n_cols} columns do not fill {} rows", k.weight)
+            });
+            assert_eq!(
+                Some(w.len()),
+                n_rows.checked_mul(w_row),
+                "matmul: weight bytes for {n_rows}×{n_cols} {}",
+                k.weight
+            );
+            w_row
+        },
     );
-    if y.is_empty() {
+    for (wt, y) in ws.iter().zip(&ys) {
+        assert_eq!(
+            Some(y.len()),
+            m.checked_mul(wt.n_rows),
+            "matmul: output length"
+        );
+    }
+    if ys.iter().all(|y| y.is_empty()) {
         return;
     }
     if n_cols == 0 {
-        y.fill(0.0);
+        ys.into_iter().for_each(|y| y.fill(0.0));
         return;
     }
 
-    let chunk = rows_per_task(n_rows);
-    if m == 1 {
-        // Decode: the output row is contiguous, so tasks take slices of it.
-        y.par_chunks_mut(chunk)
-            .zip(w.par_chunks(chunk * w_row))
-            .for_each(|(ys, ws)| k.dot_rows(n_cols, ws, a, ys));
-        return;
-    }
-
-    // Prefill: task c writes columns [c·chunk, (c+1)·chunk) of every output row, so it gets
-    // one disjoint sub-slice per activation row.
-    let n_tasks = n_rows.div_ceil(chunk);
-    let mut outs: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_t in y.chunks_mut(n_rows) {
-        for (c, part) in y_t.chunks_mut(chunk).enumerate() {
-            outs[c].push(part);
-        }
-    }
-    outs.into_par_iter()
-        .zip(w.par_chunks(chunk * w_row))
-        .for_each(|(mut out, ws)| {
-            for (t, out) in out.iter_mut().enumerate() {
-                k.dot_rows(n_cols, ws, &a[t * a_row..(t + 1) * a_row], out);
+    // A task owns a run of one matrix's weight rows, and writes their outputs (columns) for
+    // every activation row: each weight row is read from memory once. For decode (m = 1) the
+    // task's output is one contiguous run.
+    let mut ys = ys.into_iter();
+    let parts: [_; N] = std::array::from_fn(|j| columns(ys.next().unwrap(), ws[j].n_rows, 1));
+    pool.split_parts(&parts, |j, rows, mut out| {
+        let (k, w, w_row) = (ws[j].kernel, ws[j].w, w_rows[j]);
+        for r0 in rows.clone().step_by(ROWS_PER_PASS) {
+            let r1 = rows.end.min(r0 + ROWS_PER_PASS);
+            let wr = &w[r0 * w_row..r1 * w_row];
+            let local = r0 - rows.start..r1 - rows.start;
+            for t in 0..m {
+                let at = &a[t * a_row..(t + 1) * a_row];
+                k.dot_rows(n_cols, wr, at, &mut out.row(t)[local.clone()]);
             }
-        });
+        }
+    });
 }
 
 /// Quantize the `x.len() / n_cols` activation rows of `x` into `out` (resized to
 /// `m * k.act_row_bytes(n_cols)`), in parallel over rows.
-pub fn quantize_rows(k: &DotKernel, x: &[f32], n_cols: usize, out: &mut Vec<u8>) {
+pub fn quantize_rows(
+    pool: &ThreadPool,
+    k: &DotKernel,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut Vec<u8>,
+) {
     let a_row = k.act_row_bytes(n_cols);
     if n_cols == 0 {
         out.clear();
@@ -101,9 +139,12 @@ pub fn quantize_rows(k: &DotKernel, x: &[f32], n_cols: usize, out: &mut Vec<u8>)
     );
     let m = x.len() / n_cols;
     out.resize(m * a_row, 0);
-    out.par_chunks_mut(a_row)
-        .zip(x.par_chunks(n_cols))
-        .for_each(|(o, xr)| k.quantize_act(xr, o));
+    pool.split(chunks(out.as_mut_slice(), a_row), |rows, o| {
+        let xs = &x[rows.start * n_cols..rows.end * n_cols];
+        for (o, xr) in o.chunks_exact_mut(a_row).zip(xs.chunks_exact(n_cols)) {
+            k.quantize_act(xr, o);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -151,6 +192,7 @@ mod tests {
 
     #[test]
     fn matmul_equals_loop_of_dots() {
+        let pool = ThreadPool::new(3).unwrap();
         for isa in available_isas() {
             for (ty, n_cols) in [
                 (GgmlType::Q4_0, 64),
@@ -165,9 +207,9 @@ mod tests {
                         .map(|i| ((i * 31) % 97) as f32 / 48.0 - 1.0)
                         .collect();
                     let mut a = Vec::new();
-                    quantize_rows(&k, &x, n_cols, &mut a);
+                    quantize_rows(&pool, &k, &x, n_cols, &mut a);
                     let mut y = vec![f32::NAN; m * n_rows];
-                    matmul(&k, &w, n_rows, n_cols, &a, m, &mut y);
+                    matmul(&pool, &k, &w, n_rows, n_cols, &a, m, &mut y);
                     let wr = ty.row_bytes(n_cols).unwrap();
                     let ar = k.act_row_bytes(n_cols);
                     for t in 0..m {
@@ -190,25 +232,73 @@ mod tests {
     }
 
     #[test]
+    fn results_are_the_same_bits_for_any_thread_count_and_fusion() {
+        let isa = crate::active_isa();
+        let (n_cols, m) = (256, 3);
+        let kq = dot_kernel_for(GgmlType::Q4_K, isa).unwrap();
+        let k6 = dot_kernel_for(GgmlType::Q6_K, isa).unwrap();
+        let (wq, wv) = (
+            weights(GgmlType::Q4_K, 97, n_cols, 3),
+            weights(GgmlType::Q6_K, 33, n_cols, 4),
+        );
+        let x: Vec<f32> = (0..m * n_cols).map(|i| (i as f32 * 0.13).cos()).collect();
+        let mut a = Vec::new();
+        quantize_rows(&ThreadPool::new(1).unwrap(), &kq, &x, n_cols, &mut a);
+        let mut want = (vec![0f32; m * 97], vec![0f32; m * 33]);
+        let one = ThreadPool::new(1).unwrap();
+        matmul(&one, &kq, &wq, 97, n_cols, &a, m, &mut want.0);
+        matmul(&one, &k6, &wv, 33, n_cols, &a, m, &mut want.1);
+        for threads in [2, 3, 5, 16] {
+            let pool = ThreadPool::new(threads).unwrap();
+            for m in [1, m] {
+                let (mut q, mut v) = (vec![f32::NAN; m * 97], vec![f32::NAN; m * 33]);
+                let ws = [
+                    Weights {
+                        kernel: &kq,
+                        w: &wq,
+                        n_rows: 97,
+                    },
+                    Weights {
+                        kernel: &k6,
+                        w: &wv,
+                        n_rows: 33,
+                    },
+                ];
+                let a = &a[..m * kq.act_row_bytes(n_cols)];
+                matmul_parts(&pool, ws, n_cols, a, m, [&mut q[..], &mut v[..]]);
+                let same = |got: &[f32], want: &[f32]| {
+                    got.iter()
+                        .zip(want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits())
+                };
+                assert!(same(&q, &want.0[..m * 97]), "{threads} threads, m = {m}");
+                assert!(same(&v, &want.1[..m * 33]), "{threads} threads, m = {m}");
+            }
+        }
+    }
+
+    #[test]
     fn matmul_handles_empty_shapes() {
+        let pool = ThreadPool::new(2).unwrap();
         let k = dot_kernel_for(GgmlType::Q8_0, crate::active_isa()).unwrap();
         let mut y: Vec<f32> = vec![];
-        matmul(&k, &[], 0, 32, &[0u8; 34], 1, &mut y);
-        matmul(&k, &[0u8; 34], 1, 32, &[], 0, &mut y);
+        matmul(&pool, &k, &[], 0, 32, &[0u8; 34], 1, &mut y);
+        matmul(&pool, &k, &[0u8; 34], 1, 32, &[], 0, &mut y);
         let mut y = vec![1.0f32; 6];
         let kf = dot_kernel_for(GgmlType::F32, crate::active_isa()).unwrap();
-        matmul(&kf, &[], 3, 0, &[], 2, &mut y);
+        matmul(&pool, &kf, &[], 3, 0, &[], 2, &mut y);
         assert_eq!(y, [0.0; 6]);
         let mut a = vec![1u8];
-        quantize_rows(&k, &[], 32, &mut a);
+        quantize_rows(&pool, &k, &[], 32, &mut a);
         assert!(a.is_empty());
     }
 
     #[test]
     #[should_panic(expected = "output length")]
     fn matmul_checks_output_length() {
+        let pool = ThreadPool::new(2).unwrap();
         let k = dot_kernel_for(GgmlType::Q8_0, crate::active_isa()).unwrap();
         let mut y = vec![0f32; 3];
-        matmul(&k, &[0u8; 68], 2, 32, &[0u8; 34], 1, &mut y);
+        matmul(&pool, &k, &[0u8; 68], 2, 32, &[0u8; 34], 1, &mut y);
     }
 }

@@ -6,11 +6,15 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rllm_core::{ContextParams, FinishReason, Generator};
+use std::collections::HashMap;
+
+use rllm_core::{ContextParams, ContextStream, Finish};
 
 use crate::errors::catch;
+use crate::grammar::Grammar;
 use crate::model::Model;
 use crate::sampler::Sampler;
+use crate::scheduler::{gen_params, Chunk};
 
 /// The mutable state of one conversation: KV cache, position and scratch, allocated once.
 #[pyclass(module = "rllm._rllm")]
@@ -144,32 +148,49 @@ impl Context {
         Ok(catch(|| self.inner.load_state(data))?)
     }
 
-    /// Start generating after the evaluated prompt: an iterator of token ids that samples with
-    /// `sampler`, evaluates each token it yields, and ends at a token in `stop_ids`, after
-    /// `max_tokens` tokens (None = no limit), or when the context is full.
-    #[pyo3(signature = (sampler, max_tokens=None, stop_ids=Vec::new()))]
+    /// Generate after the evaluated prompt: an iterator of `Chunk`s, one per token, that
+    /// samples with `sampler` (its random state carries on), evaluates each token, and ends
+    /// at an end-of-generation token, a `stop` string, `max_tokens` tokens (None = no limit)
+    /// or a full context. With `n_keep`, a full context drops half of the tokens after the
+    /// first `n_keep` (llama.cpp's context shift) and goes on. `stop_ids` end the generation
+    /// after they are handed out; `skip_special` leaves control tokens out of the text;
+    /// `grammar` constrains the completion to its language.
+    #[pyo3(signature = (sampler, max_tokens=None, stop=Vec::new(), logit_bias=None,
+        ignore_eos=false, logprobs=None, n_keep=None, stop_ids=Vec::new(), skip_special=false,
+        grammar=None))]
     fn generate(
         slf: Bound<'_, Self>,
         sampler: Bound<'_, Sampler>,
         max_tokens: Option<i64>,
+        stop: Vec<String>,
+        logit_bias: Option<HashMap<i64, f32>>,
+        ignore_eos: bool,
+        logprobs: Option<i64>,
+        n_keep: Option<usize>,
         stop_ids: Vec<u32>,
+        skip_special: bool,
+        grammar: Option<PyRef<'_, Grammar>>,
     ) -> PyResult<TokenStream> {
-        let max_tokens = match max_tokens {
-            Some(n) if n < 0 => {
-                return Err(PyValueError::new_err(format!(
-                    "max_tokens must be >= 0, got {n}"
-                )))
-            }
-            Some(n) => Some(n as usize),
-            None => None,
+        let params = gen_params(
+            max_tokens,
+            stop,
+            logit_bias,
+            ignore_eos,
+            logprobs,
+            stop_ids,
+            skip_special,
+            grammar.as_deref(),
+        )?;
+        let stream = {
+            let ctx = slf.borrow();
+            let inner = &ctx.inner;
+            slf.py()
+                .detach(|| catch(|| ContextStream::new(inner, &params, n_keep)))?
         };
-        if slf.borrow().inner.last_logits().is_none() {
-            return Err(PyValueError::new_err("evaluate a prompt before generating"));
-        }
         Ok(TokenStream {
             ctx: slf.unbind(),
             sampler: sampler.unbind(),
-            gen: Generator::new(max_tokens, stop_ids),
+            stream,
         })
     }
 
@@ -188,13 +209,13 @@ impl Context {
     }
 }
 
-/// Token ids of a running generation; see `Context.generate`.
+/// The chunks of a running generation; see `Context.generate`.
 #[pyclass(module = "rllm._rllm")]
 pub struct TokenStream {
     ctx: Py<Context>,
     /// Shared with the caller: its random state advances with every token drawn.
     sampler: Py<Sampler>,
-    gen: Generator,
+    stream: ContextStream,
 }
 
 #[pymethods]
@@ -203,26 +224,41 @@ impl TokenStream {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<u32>> {
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Chunk>> {
         let mut ctx = self.ctx.bind(py).try_borrow_mut()?;
         let mut sampler = self.sampler.bind(py).try_borrow_mut()?;
-        let (inner, sampler, gen) = (&mut ctx.inner, &mut sampler.inner, &mut self.gen);
-        Ok(py.detach(|| catch(|| gen.next_token(inner, sampler)))?)
+        let (inner, sampler, stream) = (&mut ctx.inner, &mut sampler.inner, &mut self.stream);
+        let chunk = py.detach(|| catch(|| stream.next(inner, sampler)))?;
+        Ok(chunk.map(|inner| Chunk { inner }))
     }
 
-    /// "stop", "length" or "context_full" once the stream has ended, else None.
+    /// "stop", "length", "context_full", ... once the stream has ended, else None.
     #[getter]
     fn finish_reason(&self) -> Option<&'static str> {
-        self.gen.finish.map(|f| match f {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::ContextFull => "context_full",
-        })
+        self.stream.dec.finish.map(Finish::as_str)
     }
 
-    /// Tokens generated so far.
+    /// Completion tokens so far (an ending end-of-generation token is not one).
     #[getter]
     fn n_generated(&self) -> usize {
-        self.gen.n_generated
+        self.stream.dec.n_generated
+    }
+
+    /// Tokens sampled so far, an ending end-of-generation token included.
+    #[getter]
+    fn n_sampled(&self) -> usize {
+        self.stream.dec.n_sampled
+    }
+
+    /// The token sampled last (an ending end-of-generation token included).
+    #[getter]
+    fn last_token(&self) -> Option<u32> {
+        self.stream.dec.last_token
+    }
+
+    /// Tokens dropped by context shifts so far.
+    #[getter]
+    fn n_discarded(&self) -> usize {
+        self.stream.n_discarded
     }
 }

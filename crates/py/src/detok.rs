@@ -1,5 +1,5 @@
 //! `rllm._rllm.Detokenizer`: the Rust detokenizer (`rllm_core::detok`), from a model or from
-//! a metadata dict. Not yet used by the front ends, which decode with `rllm.tokenizer`.
+//! a metadata dict. The token loop (`Context.generate`, `Scheduler`) uses the same one.
 
 use std::sync::Arc;
 
@@ -32,8 +32,10 @@ impl Detokenizer {
     #[new]
     #[pyo3(signature = (model, skip_special = false))]
     fn new(py: Python<'_>, model: &Model, skip_special: bool) -> PyResult<Self> {
-        let vocab = py.detach(|| catch(|| Vocab::from_metadata(model.inner.metadata())))?;
-        Ok(Self::with(vocab, skip_special))
+        let vocab = py.detach(|| catch(|| model.inner.vocab()))?;
+        Ok(Detokenizer {
+            inner: StreamDecoder::new(vocab, skip_special),
+        })
     }
 
     /// From GGUF metadata as a dict (the one `Tokenizer.from_metadata` takes); only the

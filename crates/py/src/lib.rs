@@ -8,10 +8,12 @@ mod context;
 mod convert;
 mod detok;
 mod errors;
+mod grammar;
 mod kernels;
 mod model;
 mod quantize;
 mod sampler;
+mod scheduler;
 mod tokenizer;
 
 #[pymodule]
@@ -25,6 +27,10 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;
+    m.add_class::<grammar::Grammar>()?;
+    m.add_class::<scheduler::Scheduler>()?;
+    m.add_class::<scheduler::Chunk>()?;
+    m.add_class::<scheduler::TokenLogprob>()?;
     m.add_class::<detok::Detokenizer>()?;
     kernels::register(m)?;
     quantize::register(m)?;

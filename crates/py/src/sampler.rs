@@ -7,7 +7,7 @@ use rllm_core::SamplerParams;
 
 use crate::errors::to_py;
 
-/// Penalties → top-k → top-p → min-p → temperature → draw (llama.cpp's order).
+/// Penalties → top-k → typical → top-p → min-p → temperature → draw (llama.cpp's order).
 /// `temperature=0` is greedy.
 #[pyclass(module = "rllm._rllm")]
 #[derive(Clone)]
@@ -19,7 +19,7 @@ pub struct Sampler {
 impl Sampler {
     #[new]
     #[pyo3(signature = (temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
-        repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, seed=None))]
+        repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, seed=None, typical_p=1.0))]
     fn new(
         temperature: f32,
         top_k: i64,
@@ -30,6 +30,7 @@ impl Sampler {
         presence_penalty: f32,
         frequency_penalty: f32,
         seed: Option<u64>,
+        typical_p: f32,
     ) -> PyResult<Self> {
         if top_k < 0 {
             return Err(PyValueError::new_err(format!(
@@ -45,6 +46,7 @@ impl Sampler {
             temperature,
             top_k: top_k as usize,
             top_p,
+            typical_p,
             min_p,
             repeat_penalty,
             repeat_last_n: repeat_last_n as usize,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..batch import MAX_TOP_LOGPROBS, SamplingParams, TokenLogprob
+from ..grammar import Grammar, response_format_grammar
 from ..tokenizer import Tokenizer
 
 __all__ = [
@@ -145,15 +146,30 @@ def _check_unsupported(body: Mapping[str, Any]) -> None:
     n = _int(body, "n", 1, 1)
     if n != 1:
         raise _bad("n", "only n=1 is supported")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind != "text":
-            raise _bad(
-                "response_format",
-                f"response_format {kind!r} is not supported: this server has no constrained "
-                "decoding; only {'type': 'text'} is accepted",
-            )
+
+
+def _grammar(body: Mapping[str, Any]) -> Grammar | None:
+    """The constraint a request asks for: OpenAI's ``response_format``, or llama.cpp's extra
+    body fields ``grammar`` (GBNF text) and ``json_schema``; at most one."""
+    try:
+        fmt = response_format_grammar(body.get("response_format"))
+    except ValueError as e:
+        raise _bad("response_format", str(e)) from None
+    extra = [k for k in ("grammar", "json_schema") if body.get(k) is not None]
+    if len(extra) + (fmt is not None) > 1:
+        raise _bad(extra[-1], "give only one of response_format, grammar and json_schema")
+    if not extra:
+        return fmt
+    name = extra[0]
+    value = body[name]
+    if name == "grammar" and not isinstance(value, str):
+        raise _bad("grammar", "'grammar' must be GBNF text")
+    if name == "json_schema" and not isinstance(value, dict):
+        raise _bad("json_schema", "'json_schema' must be a JSON schema object")
+    try:
+        return Grammar.from_gbnf(value) if name == "grammar" else Grammar.from_json_schema(value)
+    except ValueError as e:
+        raise _bad(name, str(e)) from None
 
 
 def _sampling(body: Mapping[str, Any], n_vocab: int, max_tokens: int | None) -> SamplingParams:
@@ -171,6 +187,7 @@ def _sampling(body: Mapping[str, Any], n_vocab: int, max_tokens: int | None) -> 
         stop=_stop(body),
         logit_bias=_logit_bias(body, n_vocab),
         ignore_eos=_bool(body, "ignore_eos"),
+        grammar=_grammar(body),
     )
 
 
