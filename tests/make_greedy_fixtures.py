@@ -1,10 +1,13 @@
 """Write tests/fixtures/greedy_outputs.json: greedy completions of the three real models, for
-checking that the generation loop keeps its output when its code moves.
+checking that the generation loop and the kernels keep their output when their code moves.
 
-Made with rllm as it was before the token loop moved into Rust (the Python loop of
-``Model._stream``, ``batch.Scheduler`` and ``tokenizer.Detokenizer``), then checked by
-tests/test_generate_loop.py against the Rust loop of every front end. Run from the repository
-root with an rllm installed:
+Each completion keeps its token ids and, per step, the gap between the log-probabilities of
+the chosen token and the runner-up: a kernel that sums in another order (another ISA tier)
+may flip a greedy choice only where that gap is small (tests/test_generate_loop.py).
+
+The texts were first made with the Python token loop (before it moved into Rust) and
+matched by the Rust loop; ids and gaps were added with the AVX2 kernels. Run from the
+repository root with an rllm installed:
 
     python tests/make_greedy_fixtures.py
 """
@@ -42,7 +45,23 @@ def main() -> None:
         for prompt in PROMPTS + chats:
             text = model.generate(prompt, max_tokens=MAX_TOKENS, temperature=0)
             t = model.timings
-            texts.append({"text": text, "tokens": t.completion_tokens, "finish": t.finish_reason})
+            ctx = model.context(n_ctx=256)
+            ctx.eval(prompt if isinstance(prompt, list) else model.tokenize(prompt, special=True))
+            sampler = rllm.Sampler(temperature=0)
+            chunks = list(ctx.generate(sampler, max_tokens=MAX_TOKENS, logprobs=2))
+            assert "".join(c.text for c in chunks) == text
+            steps = [lp for c in chunks for lp in c.logprobs]
+            ids = [lp.token for lp in steps]
+            gaps = [round(lp.top[0][1] - lp.top[1][1], 4) for lp in steps]
+            texts.append(
+                {
+                    "text": text,
+                    "tokens": t.completion_tokens,
+                    "finish": t.finish_reason,
+                    "ids": ids,
+                    "gaps": gaps,
+                }
+            )
         out["models"][name] = texts  # type: ignore[index]
     path = Path(__file__).parent / "fixtures" / "greedy_outputs.json"
     path.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")

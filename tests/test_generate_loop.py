@@ -32,40 +32,70 @@ def _prompts(model: rllm.Model) -> list[str | list[int]]:
     return GREEDY["prompts"] + chats
 
 
-def test_greedy_output_is_what_it_was(real: tuple[rllm.Model, list[dict]]) -> None:
-    """Model.generate (Context), alone in the scheduler, and in a busy batch of every prompt:
-    the same text, token count and finish reason as the Python loop gave before."""
+# Nats between the top two log-probabilities below which another kernel tier's summation order
+# may flip a greedy choice (the AVX2 and AVX-512 dots differ in the last bits of each logit).
+NEAR_TIE = 0.1
+
+
+def _greedy(model: rllm.Model, prompt: str | list[int], n: int) -> list[_rllm.Chunk]:
+    """Greedy chunks (one per token) from the Rust stream of one Context."""
+    ctx = model.context(n_ctx=256)
+    ctx.eval(prompt if isinstance(prompt, list) else model.tokenize(prompt, special=True))
+    return list(ctx.generate(_rllm.Sampler(temperature=0), max_tokens=n, logprobs=1))
+
+
+def test_greedy_output_matches_the_fixture_up_to_near_ties(
+    real: tuple[rllm.Model, list[dict]],
+) -> None:
+    """The greedy tokens are the fixture's, up to the first step where the fixture's top two
+    candidates were within NEAR_TIE of each other; past such a step the text may differ."""
     model, expected = real
+    for prompt, want in zip(_prompts(model), expected):
+        chunks = _greedy(model, prompt, GREEDY["max_tokens"])
+        ids = [lp.token for c in chunks for lp in c.logprobs]
+        flip = next((i for i, (a, b) in enumerate(zip(ids, want["ids"])) if a != b), None)
+        if flip is None:
+            assert ids == want["ids"]
+            assert "".join(c.text for c in chunks) == want["text"]
+            assert chunks[-1].finish_reason == want["finish"]
+        else:
+            gap = want["gaps"][flip]
+            assert gap < NEAR_TIE, f"{prompt!r}: token {flip} changed where the gap was {gap}"
+
+
+def test_every_front_end_gives_the_same_greedy_output(
+    real: tuple[rllm.Model, list[dict]],
+) -> None:
+    """Model.generate (Context), alone in the scheduler, and in a busy batch of every prompt
+    (the prompt GEMM beside decode rows): the same text, token count and finish reason."""
+    model, _ = real
     n = GREEDY["max_tokens"]
     prompts = _prompts(model)
-    for prompt, want in zip(prompts, expected):
+    want = []
+    for prompt in prompts:
         pieces = list(model.generate(prompt, max_tokens=n, temperature=0, stream=True))
-        assert "".join(pieces) == want["text"]
         assert all(pieces), "no empty pieces are streamed"
-        assert model.timings.completion_tokens == want["tokens"]
-        assert model.timings.finish_reason == want["finish"]
+        t = model.timings
+        want.append(("".join(pieces), t.completion_tokens, t.finish_reason))
+        chunks = _greedy(model, prompt, n)
+        assert "".join(c.text for c in chunks) == want[-1][0]
     alone = BatchGenerator(model, n_parallel=1, n_threads=2)
     busy = BatchGenerator(model, n_parallel=4, n_threads=2, n_batch=16)
     for gen in (alone, busy):
         done = gen.complete(prompts, max_tokens=n, temperature=0)
-        assert [c.text for c in done] == [w["text"] for w in expected]
-        assert [c.completion_tokens for c in done] == [w["tokens"] for w in expected]
-        assert [c.finish_reason for c in done] == [w["finish"] for w in expected]
+        assert [(c.text, c.completion_tokens, c.finish_reason) for c in done] == want
 
 
 def _token_texts(model: rllm.Model, prompt: str, n: int) -> list[str]:
     """The text each generated token adds, from the Rust stream (one chunk per token)."""
-    ctx = model.context(n_ctx=256)
-    ctx.eval(model.tokenize(prompt, special=True))
-    return [c.text for c in ctx.generate(_rllm.Sampler(temperature=0), max_tokens=n)]
+    return [c.text for c in _greedy(model, prompt, n)]
 
 
 def test_stop_strings_across_tokens_and_characters(real: tuple[rllm.Model, list[dict]]) -> None:
-    model, expected = real
-    for prompt, want in zip(GREEDY["prompts"], expected):
-        text = want["text"]
+    model, _ = real
+    for prompt in GREEDY["prompts"]:
         pieces = _token_texts(model, prompt, GREEDY["max_tokens"])
-        assert "".join(pieces) == text
+        text = "".join(pieces)
         # straddle a token boundary: the last character of a piece and the first of the next,
         # where that pair first occurs
         ends = [sum(len(p) for p in pieces[: i + 1]) for i in range(len(pieces))]
