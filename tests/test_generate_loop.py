@@ -32,9 +32,12 @@ def _prompts(model: rllm.Model) -> list[str | list[int]]:
     return GREEDY["prompts"] + chats
 
 
-# Nats between the top two log-probabilities below which another kernel tier's summation order
-# may flip a greedy choice (the AVX2 and AVX-512 dots differ in the last bits of each logit).
-NEAR_TIE = 0.1
+# Nats between the top two log-probabilities below which another kernel tier may flip a greedy
+# choice. The tiers sum in other orders, and a last-bit change can move an activation to the
+# next Q8 code: teacher-forced on these prompts, AVX2 and AVX-512 moved the top-two gap by up
+# to 0.72 (SmolLM2), 0.43 (Qwen2.5) and 1.41 nats (Gemma 3), as far as the scalar reference
+# is from either. A broken kernel changes tokens the fixture chose by a wide margin.
+NEAR_TIE = 1.5
 
 
 def _greedy(model: rllm.Model, prompt: str | list[int], n: int) -> list[_rllm.Chunk]:
