@@ -123,10 +123,7 @@ fn bench_gemm(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300));
     g.throughput(Throughput::Elements((M * N * N) as u64));
     let x = values(M * N, 11);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = rllm_kernels::ThreadPool::new(1).unwrap();
     for ty in types() {
         let w = weights_k(ty, N, N);
         let mut y = vec![0f32; M * N];
@@ -138,17 +135,15 @@ fn bench_gemm(c: &mut Criterion) {
             match gemm.input() {
                 GemmInput::Blocks32 => {
                     let mut a = GemmActs::default();
-                    a.quantize(&x, N);
-                    g.bench_function(id, |b| {
-                        b.iter(|| pool.install(|| gemm.matmul(&w, N, N, &a, &mut y)))
-                    });
+                    a.quantize(&pool, &x, N);
+                    g.bench_function(id, |b| b.iter(|| gemm.matmul(&pool, &w, N, N, &a, &mut y)));
                 }
                 GemmInput::Q8K => {
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut a = Vec::new();
-                    quantize_rows(&k, &x, N, &mut a);
+                    quantize_rows(&pool, &k, &x, N, &mut a);
                     g.bench_function(id, |b| {
-                        b.iter(|| pool.install(|| gemm.matmul_q8k(&w, N, N, &a, M, &mut y)))
+                        b.iter(|| gemm.matmul_q8k(&pool, &w, N, N, &a, M, &mut y))
                     });
                 }
             }
