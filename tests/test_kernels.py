@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -386,6 +388,31 @@ def test_isa_names() -> None:
     assert ISAS[0] == "scalar"
     assert set(ISAS) <= {"scalar", "avx2", "avx512", "neon"}
     assert _rllm.active_isa() in ISAS
+
+
+def _linux_x86_flags() -> set[str] | None:
+    """The CPU flags of /proc/cpuinfo on x86-64 Linux, else None."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def test_avx512_tier_follows_the_cpu_flags() -> None:
+    """The avx512 tier is offered exactly where the CPU has AVX-512 F/BW/VL and VNNI besides
+    the AVX2 set (its kernels need all of them); elsewhere the tier must be absent."""
+    flags = _linux_x86_flags()
+    if flags is None:
+        assert "avx512" not in ISAS or platform.machine().lower() in ("x86_64", "amd64")
+        return
+    need = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+    assert ("avx512" in ISAS) == (need <= flags), sorted(need - flags)
 
 
 def test_bad_arguments_raise_value_error() -> None:

@@ -1,12 +1,16 @@
 //! Kernel throughput per weight type: `matmul` of one activation row against a 4096×4096
-//! weight matrix (the decode case, bound by reading the weights) on 1 and 2 threads, and one
-//! 4096-element `dot` per type and ISA. Throughput is in bytes of weights.
+//! weight matrix (the decode case, bound by reading the weights) on 1 and 2 threads, one
+//! 4096-element `dot` per type and ISA (throughput in bytes of weights), and the prompt GEMM
+//! of 128 activation rows against a 2048×2048 matrix per type and ISA on one thread
+//! (throughput in multiply-adds).
 //!
-//! `cargo bench -p rllm-kernels` (criterion; `-- matmul` or `-- dot` to pick a group).
+//! `cargo bench -p rllm-kernels` (criterion; `-- matmul`, `-- dot` or `-- gemm` to pick a
+//! group).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rllm_kernels::blocks::can_quantize;
 use rllm_kernels::dispatch::{available_isas, dot_kernel_for};
+use rllm_kernels::gemm::{Gemm, GemmActs, GemmInput};
 use rllm_kernels::matmul::{matmul, quantize_rows};
 use rllm_kernels::{active_isa, GgmlType};
 use std::time::Duration;
@@ -30,11 +34,15 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// A weight matrix of `ty`: quantized from random values where rllm has a quantizer, else
 /// random bytes with small f16 scales at the start of each block.
 fn weights(ty: GgmlType, rows: usize) -> Vec<u8> {
-    let row = ty.row_bytes(K).unwrap();
+    weights_k(ty, rows, K)
+}
+
+fn weights_k(ty: GgmlType, rows: usize, k: usize) -> Vec<u8> {
+    let row = ty.row_bytes(k).unwrap();
     let mut w = vec![0u8; rows * row];
     if can_quantize(ty) {
-        let x = values(rows * K, ty.id() as u64 + 1);
-        rllm_kernels::quantize_rows(ty, &x, K, &mut w, None);
+        let x = values(rows * k, ty.id() as u64 + 1);
+        rllm_kernels::quantize_rows(ty, &x, k, &mut w, None);
     } else {
         let bytes = values(w.len(), 7);
         for (b, v) in w.iter_mut().zip(bytes) {
@@ -106,5 +114,43 @@ fn bench_dot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_dot);
+fn bench_gemm(c: &mut Criterion) {
+    const N: usize = 2048;
+    const M: usize = 128;
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
+    g.throughput(Throughput::Elements((M * N * N) as u64));
+    let x = values(M * N, 11);
+    let pool = rllm_kernels::ThreadPool::new(1).unwrap();
+    for ty in types() {
+        let w = weights_k(ty, N, N);
+        let mut y = vec![0f32; M * N];
+        for isa in available_isas() {
+            let Some(gemm) = Gemm::new(ty, isa) else {
+                continue;
+            };
+            let id = BenchmarkId::new(ty.name(), isa.name());
+            match gemm.input() {
+                GemmInput::Blocks32 => {
+                    let mut a = GemmActs::default();
+                    a.quantize(&pool, &x, N);
+                    g.bench_function(id, |b| b.iter(|| gemm.matmul(&pool, &w, N, N, &a, &mut y)));
+                }
+                GemmInput::Q8K => {
+                    let k = dot_kernel_for(ty, isa).unwrap();
+                    let mut a = Vec::new();
+                    quantize_rows(&pool, &k, &x, N, &mut a);
+                    g.bench_function(id, |b| {
+                        b.iter(|| gemm.matmul_q8k(&pool, &w, N, N, &a, M, &mut y))
+                    });
+                }
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_matmul, bench_dot, bench_gemm);
 criterion_main!(benches);

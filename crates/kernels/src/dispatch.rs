@@ -21,8 +21,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 F/BW/VL (plus the AVX2 set). Runs the AVX2 kernels: AVX-512
-    /// intrinsics are stable only from Rust 1.89, above this workspace's MSRV.
+    /// x86-64 with AVX-512 F/BW/VL and VNNI (plus the AVX2 set): the common weight types
+    /// run AVX-512 VNNI kernels, the others and the activation quantizers the AVX2 ones.
     Avx512,
     /// aarch64 Advanced SIMD.
     Neon,
@@ -84,6 +84,7 @@ fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -292,10 +293,15 @@ fn simd_kernels(isa: Isa, ty: GgmlType, act: GgmlType) -> (Option<QuantizeFn>, O
     match isa {
         Isa::Scalar => (None, None),
         #[cfg(target_arch = "x86_64")]
-        // No AVX-512 kernels yet: every AVX-512 CPU runs the AVX2 ones.
-        Isa::Avx2 | Isa::Avx512 => (
+        Isa::Avx2 => (
             crate::simd::x86_avx2::quantize_fn(act),
             crate::simd::x86_avx2::dot_fn(ty),
+        ),
+        // Every AVX-512 CPU has AVX2: what has no AVX-512 kernel runs the AVX2 one.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (
+            crate::simd::x86_avx2::quantize_fn(act),
+            crate::simd::x86_avx512::dot_fn(ty).or_else(|| crate::simd::x86_avx2::dot_fn(ty)),
         ),
         #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
         Isa::Neon => (
@@ -311,7 +317,11 @@ fn simd_kernels(isa: Isa, ty: GgmlType, act: GgmlType) -> (Option<QuantizeFn>, O
 fn simd_rows(isa: Isa, ty: GgmlType) -> Option<RowsFn> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => crate::simd::x86_avx2::rows_fn(ty),
+        Isa::Avx2 => crate::simd::x86_avx2::rows_fn(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            crate::simd::x86_avx512::rows_fn(ty).or_else(|| crate::simd::x86_avx2::rows_fn(ty))
+        }
         _ => None,
     }
 }

@@ -18,6 +18,7 @@ use crate::blocks::{
 };
 use crate::dispatch::Isa;
 use crate::pool::{chunks, columns, ThreadPool, TASKS_PER_THREAD};
+use crate::repack::{PackFn, PackKind, Packed, PackedGroup, LANES, TILE_T32, TILE_TK};
 use crate::types::GgmlType;
 
 /// Below this many activation rows the per-row dot path is faster: unpacking a weight row
@@ -41,6 +42,8 @@ pub struct GemmActs {
     d: Vec<f32>,
     /// `m × n_cols/32` block sums `f16(d·Σq)` (Q8_1's `s`, for the min term of Q4_1/Q5_1).
     s: Vec<f32>,
+    /// `m × n_cols/32` exact code sums `Σq` (for kernels that multiply biased weight codes).
+    sums: Vec<i32>,
 }
 
 impl GemmActs {
@@ -58,32 +61,46 @@ impl GemmActs {
         self.q.resize(m * n_cols, 0);
         self.d.resize(m * n_cols / 32, 0.0);
         self.s.resize(m * n_cols / 32, 0.0);
+        self.sums.resize(m * n_cols / 32, 0);
         if n_cols == 0 {
             return;
         }
+        // The active tier's Q8_1 quantizer (bit-identical to the reference on every tier, and
+        // vectorized), a few blocks at a time through a buffer.
+        let k = crate::dispatch::dot_kernel_for(GgmlType::Q4_1, crate::active_isa())
+            .expect("every tier quantizes Q8_1");
+        const CHUNK: usize = 8;
         let nb = n_cols / 32;
         let parts = (
             chunks(&mut self.q, n_cols),
             chunks(&mut self.d, nb),
-            chunks(&mut self.s, nb),
+            (chunks(&mut self.s, nb), chunks(&mut self.sums, nb)),
         );
-        pool.split(parts, |rows, (q, d, s)| {
+        pool.split(parts, |rows, (q, d, (s, sums))| {
             let x = &x[rows.start * n_cols..rows.end * n_cols];
             let rows = q
                 .chunks_exact_mut(n_cols)
                 .zip(d.chunks_exact_mut(nb))
                 .zip(s.chunks_exact_mut(nb))
+                .zip(sums.chunks_exact_mut(nb))
                 .zip(x.chunks_exact(n_cols));
-            for (((q, d), s), x) in rows {
-                for (b, (qb, xb)) in q.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
-                    let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let (db, id) = crate::blocks::q8_0_scales(amax);
-                    for (qv, &xv) in qb.iter_mut().zip(xb) {
-                        *qv = (xv * id).round().clamp(-127.0, 127.0) as i8;
+            let mut buf = [0u8; 36 * CHUNK];
+            for ((((q, d), s), sums), x) in rows {
+                for (c, xc) in x.chunks(32 * CHUNK).enumerate() {
+                    let blocks = &mut buf[..36 * (xc.len() / 32)];
+                    k.quantize_act(xc, blocks);
+                    for (i, blk) in blocks.chunks_exact(36).enumerate() {
+                        let b = CHUNK * c + i;
+                        let f16_at = |o: usize| half::f16::from_le_bytes([blk[o], blk[o + 1]]);
+                        let mut sum = 0i32;
+                        for (qv, &v) in q[32 * b..32 * (b + 1)].iter_mut().zip(&blk[4..]) {
+                            *qv = v as i8;
+                            sum += v as i8 as i32;
+                        }
+                        d[b] = f16_at(0).to_f32();
+                        s[b] = f16_at(2).to_f32();
+                        sums[b] = sum;
                     }
-                    let sum: i32 = qb.iter().map(|&v| v as i32).sum();
-                    d[b] = half::f16::from_f32(db).to_f32();
-                    s[b] = half::f16::from_f32(sum as f32 * db).to_f32();
                 }
             }
         });
@@ -99,6 +116,7 @@ impl GemmActs {
             q: &self.q[t * n..(t + 1) * n],
             d: &self.d[t * nb..(t + 1) * nb],
             s: &self.s[t * nb..(t + 1) * nb],
+            sums: &self.sums[t * nb..(t + 1) * nb],
         }
     }
 }
@@ -109,6 +127,7 @@ pub(crate) struct ActRow<'a> {
     pub q: &'a [i8],
     pub d: &'a [f32],
     pub s: &'a [f32],
+    pub sums: &'a [i32],
 }
 
 /// One unpacked weight row: `w[i] = scale[i/32]·q[i] + min[i/32]`, `q` signed or unsigned.
@@ -151,7 +170,41 @@ enum Kind {
     },
     /// K-quant super-blocks against the dot path's Q8_K activation rows.
     SuperBlocks { kind: KQuant, tile: KTileFn },
+    /// 32-element blocks against [`GemmActs`], weight rows repacked 16 at a time
+    /// ([`crate::repack`]), one per vector lane.
+    Lanes32 {
+        pack: PackKind,
+        /// The tier's packer of whole groups.
+        packer: PackFn,
+        /// Whether the type has a min term (Q4_1, Q5_1).
+        mins: bool,
+        tile: Lane32TileFn,
+    },
+    /// K-quant super-blocks against Q8_K rows, repacked as [`Kind::Lanes32`].
+    LanesK {
+        pack: PackKind,
+        packer: PackFn,
+        q6k: bool,
+        tile: LaneKTileFn,
+    },
 }
+
+/// A [`Kind::Lanes32`] tile: one packed group of [`LANES`] weight rows × [`TILE_T32`]
+/// activation rows, `out[r][t]` (min term included).
+pub(crate) type Lane32TileFn = unsafe fn(
+    mins: bool,
+    w: &PackedGroup<'_>,
+    a: &[ActRow<'_>; TILE_T32],
+    out: &mut [[f32; TILE_T32]; LANES],
+);
+
+/// A [`Kind::LanesK`] tile: one packed group × [`TILE_TK`] Q8_K activation rows.
+pub(crate) type LaneKTileFn = unsafe fn(
+    q6k: bool,
+    w: &PackedGroup<'_>,
+    a: &[&[u8]; TILE_TK],
+    out: &mut [[f32; TILE_TK]; LANES],
+);
 
 /// Which activations a [`Gemm`] takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +227,34 @@ impl Gemm {
         use GgmlType as T;
         if !matches!(isa, Isa::Avx2 | Isa::Avx512) || !isa.is_available() {
             return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            use crate::simd::x86_avx512::{pack_group, tile_blocks32, tile_k};
+            let lanes32 = |pack, mins| Kind::Lanes32 {
+                pack,
+                packer: pack_group,
+                mins,
+                tile: tile_blocks32,
+            };
+            let lanes_k = |pack, q6k| Kind::LanesK {
+                pack,
+                packer: pack_group,
+                q6k,
+                tile: tile_k,
+            };
+            let kind = match weight {
+                T::Q4_0 => lanes32(PackKind::Q4_0, false),
+                T::Q4_1 => lanes32(PackKind::Q4_1, true),
+                T::Q5_0 => lanes32(PackKind::Q5_0, false),
+                T::Q5_1 => lanes32(PackKind::Q5_1, true),
+                T::Q8_0 => lanes32(PackKind::Q8_0, false),
+                T::Q4_K => lanes_k(PackKind::Q4K, false),
+                T::Q5_K => lanes_k(PackKind::Q5K, false),
+                T::Q6_K => lanes_k(PackKind::Q6K, true),
+                _ => return None,
+            };
+            return Some(Gemm { weight, isa, kind });
         }
         #[cfg(target_arch = "x86_64")]
         let kind = match weight {
@@ -210,8 +291,8 @@ impl Gemm {
     /// The activations this GEMM takes.
     pub fn input(&self) -> GemmInput {
         match self.kind {
-            Kind::Blocks32 { .. } => GemmInput::Blocks32,
-            Kind::SuperBlocks { .. } => GemmInput::Q8K,
+            Kind::Blocks32 { .. } | Kind::Lanes32 { .. } => GemmInput::Blocks32,
+            Kind::SuperBlocks { .. } | Kind::LanesK { .. } => GemmInput::Q8K,
         }
     }
 
@@ -227,6 +308,26 @@ impl Gemm {
         a: &GemmActs,
         y: &mut [f32],
     ) {
+        if let Kind::Lanes32 {
+            pack,
+            packer,
+            mins,
+            tile,
+        } = self.kind
+        {
+            assert_eq!(a.n_cols, n_cols, "gemm: activation width");
+            let Some(w_row) = self.check(w, n_rows, n_cols, a.m, y) else {
+                return;
+            };
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols, Some(packer));
+            let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_T32], out: &mut _| {
+                let acts = ts.map(|t| a.row(t));
+                // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the kernel bounds
+                // its reads by the group's and the rows' slices (n_cols/32 blocks each).
+                unsafe { tile(mins, &u.group(rs[0] / LANES), &acts, out) };
+            };
+            return tiled(pool, w, w_row, a.m, y, unpack, run_tile);
+        }
         let Kind::Blocks32 {
             signed,
             has_mins,
@@ -292,9 +393,6 @@ impl Gemm {
         m: usize,
         y: &mut [f32],
     ) {
-        let Kind::SuperBlocks { kind, tile } = self.kind else {
-            panic!("gemm {}: takes 32-element block activations", self.weight);
-        };
         let a_row = GgmlType::Q8_K
             .row_bytes(n_cols)
             .unwrap_or_else(|| panic!("gemm: {n_cols} columns are not whole Q8_K blocks"));
@@ -303,6 +401,27 @@ impl Gemm {
             m.checked_mul(a_row),
             "gemm: activation bytes"
         );
+        if let Kind::LanesK {
+            pack,
+            packer,
+            q6k,
+            tile,
+        } = self.kind
+        {
+            let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
+                return;
+            };
+            let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols, Some(packer));
+            let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_TK], out: &mut _| {
+                let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
+                // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
+                unsafe { tile(q6k, &u.group(rs[0] / LANES), &acts, out) };
+            };
+            return tiled(pool, w, w_row, m, y, unpack, run_tile);
+        }
+        let Kind::SuperBlocks { kind, tile } = self.kind else {
+            panic!("gemm {}: takes 32-element block activations", self.weight);
+        };
         let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
             return;
         };
@@ -373,31 +492,33 @@ type Tile = [[f32; TILE_T]; TILE_R];
 const ROWS_PER_PASS: usize = 32;
 
 /// Split the output grid (activation rows × weight rows of `w`) into tasks, each a run of
-/// weight rows (in units of [`TILE_R`]) for a block of activation rows: a task unpacks
-/// [`ROWS_PER_PASS`] of its rows at a time with `unpack`, then runs `tile` over those rows ×
-/// its activation rows and writes those outputs of `y`. The activation rows are cut into
-/// blocks (of whole [`TILE_T`] tiles) only where the weight rows alone would make tasks of
-/// fewer than [`ROWS_PER_PASS`] rows (small matrices, many threads): each block unpacks the
-/// rows again, little beside its products. Tiles get row indices (local to the unpacked rows,
-/// and activation rows); partial tiles repeat their last index and those results are dropped.
-fn tiled<U>(
+/// weight rows (in units of `R`, the tile's weight rows) for a block of activation rows: a
+/// task unpacks [`ROWS_PER_PASS`] of its rows at a time with `unpack`, then runs `tile` over
+/// those rows × its activation rows, `R × T` at a time, and writes those outputs of `y`. The
+/// activation rows are cut into blocks (of whole tiles) only where the weight rows alone
+/// would make tasks of fewer than [`ROWS_PER_PASS`] rows (small matrices, many threads): each
+/// block unpacks the rows again, little beside its products. Tiles get row indices (local to
+/// the unpacked rows, and activation rows); partial tiles repeat their last index and those
+/// results are dropped.
+fn tiled<U, const R: usize, const T: usize>(
     pool: &ThreadPool,
     w: &[u8],
     w_row: usize,
     m: usize,
     y: &mut [f32],
     unpack: impl Fn(&[u8]) -> U + Sync,
-    tile: impl Fn(&U, [usize; TILE_R], [usize; TILE_T], &mut Tile) + Sync,
+    tile: impl Fn(&U, [usize; R], [usize; T], &mut [[f32; T]; R]) + Sync,
 ) {
+    const { assert!(ROWS_PER_PASS % R == 0, "a pass holds whole tiles") };
     let n_rows = w.len() / w_row;
     let tasks = TASKS_PER_THREAD * pool.n_threads();
     let blocks = (tasks * ROWS_PER_PASS)
         .div_ceil(n_rows)
-        .clamp(1, m.div_ceil(TILE_T));
-    let block = m.div_ceil(blocks).next_multiple_of(TILE_T);
+        .clamp(1, m.div_ceil(T));
+    let block = m.div_ceil(blocks).next_multiple_of(T);
     let parts: Vec<_> = y
         .chunks_mut(block * n_rows)
-        .map(|yb| columns(yb, n_rows, TILE_R))
+        .map(|yb| columns(yb, n_rows, R))
         .collect();
     pool.split_parts(&parts, |b, _, mut out| {
         let (cols, t_base) = (out.cols(), b * block);
@@ -406,12 +527,12 @@ fn tiled<U>(
             let r1 = cols.end.min(r0 + ROWS_PER_PASS);
             let (rows, c0) = (r1 - r0, r0 - cols.start);
             let u = unpack(&w[r0 * w_row..r1 * w_row]);
-            let mut t = [[0f32; TILE_T]; TILE_R];
-            for t0 in (0..mb).step_by(TILE_T) {
-                let nt = TILE_T.min(mb - t0);
+            let mut t = [[0f32; T]; R];
+            for t0 in (0..mb).step_by(T) {
+                let nt = T.min(mb - t0);
                 let ts = std::array::from_fn(|j| t_base + t0 + j.min(nt - 1));
-                for i0 in (0..rows).step_by(TILE_R) {
-                    let nr = TILE_R.min(rows - i0);
+                for i0 in (0..rows).step_by(R) {
+                    let nr = R.min(rows - i0);
                     tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
                     for (i, ti) in t[..nr].iter().enumerate() {
                         for (j, &v) in ti[..nt].iter().enumerate() {
@@ -633,8 +754,9 @@ mod tests {
             quantize_row(ty, &x, &mut bytes, None);
             let mut deq = vec![0f32; n];
             dequantize_row(ty, &bytes, &mut deq);
-            let Some(g) = Gemm::new(ty, crate::active_isa()) else {
-                return; // no GEMM tier on this CPU
+            // The AVX2 tier's unpacking (`crate::repack` has its own test).
+            let Some(g) = Gemm::new(ty, Isa::Avx2) else {
+                return; // no AVX2 on this CPU
             };
             let Kind::Blocks32 { signed, unpack, .. } = g.kind else {
                 unreachable!("{ty} is a 32-element block type")
@@ -667,6 +789,8 @@ mod tests {
                 (8, 64, 4),
                 (7, 1536, 9),
                 (33, 96, 6),
+                (17, 512, 8),
+                (40, 1568, 11),
             ] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
@@ -695,6 +819,8 @@ mod tests {
                     let Some(g) = Gemm::new(ty, isa) else {
                         continue;
                     };
+                    let lanes = matches!(g.kind, Kind::Lanes32 { .. });
+                    assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut dots = vec![0f32; m * n_rows];
                     crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
@@ -721,8 +847,14 @@ mod tests {
     fn k_gemm_equals_dot_path_bit_for_bit() {
         let pool = ThreadPool::new(3).unwrap();
         let mut seed = 3;
-        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-            for (n_rows, n_cols, m) in [(1, 256, 1), (3, 512, 5), (8, 256, 4), (7, 1536, 9)] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            for (n_rows, n_cols, m) in [
+                (1, 256, 1),
+                (3, 512, 5),
+                (8, 256, 4),
+                (7, 1536, 9),
+                (37, 768, 6),
+            ] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();
                 let x: Vec<f32> = (0..m * n_cols).map(|_| 3.0 * lcg(&mut seed)).collect();
@@ -735,6 +867,8 @@ mod tests {
                         continue;
                     };
                     assert_eq!(g.input(), GemmInput::Q8K);
+                    let lanes = matches!(g.kind, Kind::LanesK { .. });
+                    assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
                     let k = dot_kernel_for(ty, isa).unwrap();
                     let mut a = Vec::new();
                     crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod gemm;
 pub mod matmul;
 pub mod pool;
+mod repack;
 mod simd;
 pub mod types;
 

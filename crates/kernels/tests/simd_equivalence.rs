@@ -228,12 +228,19 @@ fn float_quantizers_match_scalar_on_special_values() {
 fn dot_rows_match_single_dots() {
     let mut rng = Rng::new(41);
     for isa in available_isas() {
-        for ty in [GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_1] {
+        for ty in [
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+        ] {
             let k = dot_kernel_for(ty, isa).unwrap();
             let lens: &[usize] = if ty == GgmlType::F16 {
                 &[8, 24, 64, 256, 13]
             } else {
-                &[64, 256]
+                &[64, 256, 544]
             };
             for &n in lens {
                 for rows in [1, 3, 4, 5, 9, 17] {

@@ -10,6 +10,8 @@
 pub(crate) mod aarch64_neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512;
 
 /// Quantize one activation row: `(x, out)` with `out` exactly the row's bytes.
 pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [u8]);

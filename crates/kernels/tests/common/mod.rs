@@ -331,7 +331,11 @@ pub fn lengths(ty: GgmlType) -> Vec<usize> {
     if bs == 1 {
         vec![1, 7, 8, 31, 32, 33, 64, 100, 257, 1000]
     } else if bs == 32 {
-        [1, 2, 3, 7, 8, 13, 33].iter().map(|b| b * bs).collect()
+        // Around the AVX-512 kernels' 2-block pairs and 16-block steps too.
+        [1, 2, 3, 7, 8, 13, 16, 17, 31, 33]
+            .iter()
+            .map(|b| b * bs)
+            .collect()
     } else {
         [1, 2, 3, 5].iter().map(|b| b * bs).collect()
     }

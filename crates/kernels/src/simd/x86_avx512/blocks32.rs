@@ -1,0 +1,360 @@
+//! Dot products of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with Q8_0 / Q8_1
+//! activations, 16 blocks per step: two blocks per `vpdpbusd`, the 8 products of a step reduced
+//! to one i32 per block (in block order), then one FMA of 16 lanes, lane `c` being chain `c`
+//! of the parent module's summation order.
+//!
+//! The activation row is rearranged once per call ([`Acts`]: codes contiguous, the value
+//! offset's correction and the scales per block), so that the weight rows that share it
+//! (`dot_rows`, the decode path) only decode their own blocks.
+
+use super::*;
+
+/// A 32-element block format.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fmt {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+}
+
+impl Fmt {
+    /// Weight block bytes.
+    const fn wb(self) -> usize {
+        match self {
+            Fmt::Q4_0 => 18,
+            Fmt::Q4_1 => 20,
+            Fmt::Q5_0 => 22,
+            Fmt::Q5_1 => 24,
+            Fmt::Q8_0 => 34,
+        }
+    }
+
+    /// Whether the type has a min (`w = d·q + m`) and so pairs with Q8_1.
+    const fn mins(self) -> bool {
+        matches!(self, Fmt::Q4_1 | Fmt::Q5_1)
+    }
+
+    /// Activation block bytes (Q8_0 or Q8_1) and the offset of its codes.
+    const fn act(self) -> (usize, usize) {
+        if self.mins() {
+            (36, 4)
+        } else {
+            (34, 2)
+        }
+    }
+
+    /// The offset of the unsigned codes the kernel builds: `value = code − offset` (as a
+    /// byte; Q8_0's codes are `q ^ 0x80`, offset 128).
+    const fn offset(self) -> u8 {
+        match self {
+            Fmt::Q4_0 => 8,
+            Fmt::Q5_0 => 16,
+            Fmt::Q8_0 => 128,
+            Fmt::Q4_1 | Fmt::Q5_1 => 0,
+        }
+    }
+}
+
+const FMTS: [Fmt; 5] = [Fmt::Q4_0, Fmt::Q4_1, Fmt::Q5_0, Fmt::Q5_1, Fmt::Q8_0];
+
+/// `F` as a format (`F` indexes [`FMTS`]; a const generic cannot be an enum).
+const fn fmt<const F: usize>() -> Fmt {
+    FMTS[F]
+}
+
+/// An activation row of Q8_0 / Q8_1 blocks, rearranged for [`row`]. Every field is padded
+/// with zeros to whole groups of 16 blocks.
+struct Acts {
+    /// Blocks in the row.
+    nb: usize,
+    /// Codes in element order (32 per block).
+    q: Vec<i8>,
+    /// Per block, 8 lanes of `−offset·(sum of 4 codes)`: the value offset's share of each
+    /// `vpdpbusd` lane.
+    corr: Vec<i32>,
+    /// Per block, the scale `d` (and Q8_1's `s`) as f32.
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+thread_local! {
+    /// Each thread's [`Acts`] buffers, reused: decode prepares one per task of rows, thousands
+    /// of times per token.
+    static ACTS: std::cell::RefCell<Acts> = const {
+        std::cell::RefCell::new(Acts {
+            nb: 0,
+            q: Vec::new(),
+            corr: Vec::new(),
+            d: Vec::new(),
+            s: Vec::new(),
+        })
+    };
+}
+
+/// Resize `v` to `n` elements with zeros from `zero_from` on.
+fn resize<T: Copy + Default>(v: &mut Vec<T>, n: usize, zero_from: usize) {
+    v.resize(n, T::default());
+    v[zero_from.min(n)..].fill(T::default());
+}
+
+impl Acts {
+    /// Rearrange the `nb` blocks of `a` into these buffers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn fill<const F: usize>(&mut self, a: &[u8], nb: usize) {
+        let f = fmt::<F>();
+        let (ab, aq) = f.act();
+        let padded = nb.next_multiple_of(16);
+        self.nb = nb;
+        // Only the padding must be zero: the rest is overwritten.
+        resize(&mut self.q, 32 * padded, 32 * nb);
+        resize(&mut self.d, padded, nb);
+        if f.offset() != 0 {
+            resize(&mut self.corr, 8 * padded, 8 * nb);
+        }
+        if f.mins() {
+            resize(&mut self.s, padded, nb);
+        }
+        let a = &a[..ab * nb];
+        for (b, y) in a.chunks_exact(ab).enumerate() {
+            let q: &mut [i8; 32] = (&mut self.q[32 * b..32 * (b + 1)]).try_into().expect("32");
+            // SAFETY: `q` is 32 writable bytes; `storeu` has no alignment requirement.
+            unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), load32(arr(y, aq))) };
+        }
+        for g in (0..nb).step_by(16) {
+            let n = (nb - g).min(16);
+            let ag = &a[ab * g..ab * (g + n)];
+            let d: &mut [f32; 16] = (&mut self.d[g..g + 16]).try_into().expect("16");
+            // SAFETY: `d` is 16 writable f32.
+            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), cvt_f16x16(f16x16(ag, 0, ab, n))) };
+            if f.mins() {
+                let s: &mut [f32; 16] = (&mut self.s[g..g + 16]).try_into().expect("16");
+                // SAFETY: `s` is 16 writable f32.
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), cvt_f16x16(f16x16(ag, 2, ab, n))) };
+            }
+        }
+        if f.offset() != 0 {
+            let off = _mm512_set1_epi8(f.offset() as i8);
+            let pairs = nb.div_ceil(2);
+            for (c, q) in self
+                .corr
+                .chunks_exact_mut(16)
+                .zip(self.q.chunks_exact(64))
+                .take(pairs)
+            {
+                let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, load_q64(q, 0));
+                let v = _mm512_sub_epi32(_mm512_setzero_si512(), lanes);
+                // SAFETY: `c` is 16 writable i32.
+                unsafe { _mm512_storeu_si512(c.as_mut_ptr().cast(), v) };
+            }
+        }
+    }
+}
+
+/// 64 codes from `q[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_q64(q: &[i8], off: usize) -> __m512i {
+    let v: &[i8; 64] = q[off..off + 64].try_into().expect("length is 64");
+    // SAFETY: `v` is 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+/// 16 i32 from `s[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_i32x16(s: &[i32], off: usize) -> __m512i {
+    let v: &[i32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable i32.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+/// 16 f32 from `s[off..]` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_f32x16(s: &[f32], off: usize) -> __m512 {
+    let v: &[f32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable f32.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+/// Two blocks' unsigned codes in element order, block `x0` in the low half, `x1` in the high
+/// half. Without `x1` (past the end of the row) the high half is junk that meets zero
+/// activation codes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn codes_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>) -> __m512i {
+    let f = fmt::<F>();
+    if f == Fmt::Q8_0 {
+        let q = match x1 {
+            Some(x1) => load32x2(arr(x0, 2), arr(x1, 2)),
+            None => _mm512_castsi256_si512(load32(arr(x0, 2))),
+        };
+        return _mm512_xor_si512(q, _mm512_set1_epi8(0x80u8 as i8));
+    }
+    let qs = match f {
+        Fmt::Q4_0 => 2,
+        Fmt::Q4_1 => 4,
+        Fmt::Q5_0 => 6,
+        _ => 8,
+    };
+    let lo = load16(arr(x0, qs));
+    let hi = match x1 {
+        Some(x1) => load16(arr(x1, qs)),
+        None => lo,
+    };
+    // [x0.qs, x0.qs, x1.qs, x1.qs], then the high nibbles from copies 1 and 3.
+    let v = _mm512_castsi256_si512(_mm256_set_m128i(hi, lo));
+    let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(v, v);
+    let shifts = _mm512_set_epi64(
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+    );
+    let nib = _mm512_and_si512(_mm512_srlv_epi16(v, shifts), _mm512_set1_epi8(0x0F));
+    if matches!(f, Fmt::Q5_0 | Fmt::Q5_1) {
+        // The fifth bit of element j is bit j of qh; byte i of the vector is element i % 32.
+        let qh = if f == Fmt::Q5_0 { 2 } else { 4 };
+        let h0 = u32::from_le_bytes(*arr(x0, qh)) as u64;
+        let h1 = x1.map_or(0, |x1| u32::from_le_bytes(*arr(x1, qh)) as u64);
+        _mm512_mask_add_epi8(nib, h0 | (h1 << 32), nib, _mm512_set1_epi8(16))
+    } else {
+        nib
+    }
+}
+
+/// The i32 lanes of blocks `b` and `b + 1` (lanes 0..8 and 8..16, 4 products each), the value
+/// offset taken out; `x1` is block `b + 1` of the weights, if the row has it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>, acts: &Acts, b: usize) -> __m512i {
+    let init = if fmt::<F>().offset() != 0 {
+        load_i32x16(&acts.corr, 8 * b)
+    } else {
+        _mm512_setzero_si512()
+    };
+    _mm512_dpbusd_epi32(init, codes_pair::<F>(x0, x1), load_q64(&acts.q, 32 * b))
+}
+
+/// Eight vectors of two blocks' lanes (vector `k`: blocks `2k`, `2k + 1`) to one vector of
+/// the 16 blocks' sums, in block order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn block_sums(p: &[__m512i; 8]) -> __m512i {
+    // Pairs of vectors to 4 blocks × 4 partial sums: 128-bit lane l of r[i] is block 4i + l.
+    let mut r = [_mm512_setzero_si512(); 4];
+    for (i, ri) in r.iter_mut().enumerate() {
+        let (x, y) = (p[2 * i], p[2 * i + 1]);
+        let even = _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y);
+        let odd = _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
+        *ri = _mm512_add_epi32(even, odd);
+    }
+    // Within each 128-bit lane l, a 4×4 transpose-and-add: element i becomes block 4i + l.
+    let u01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[0], r[1]),
+        _mm512_unpackhi_epi32(r[0], r[1]),
+    );
+    let u23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[2], r[3]),
+        _mm512_unpackhi_epi32(r[2], r[3]),
+    );
+    let w = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(u01, u23),
+        _mm512_unpackhi_epi64(u01, u23),
+    );
+    // Lane 4l + i holds block 4i + l: transpose back to block order.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_epi32(order, w)
+}
+
+/// One weight row against the prepared activations: the parent module's 16 chains.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
+    let f = fmt::<F>();
+    let wb = f.wb();
+    let nb = (w.len() / wb).min(acts.nb);
+    let mut acc = _mm512_setzero_ps();
+    let mut g = 0;
+    while g < nb {
+        let n = (nb - g).min(16);
+        let wg = &w[wb * g..wb * (g + n)];
+        let mut p = [_mm512_setzero_si512(); 8];
+        let dw = if n == 16 {
+            // Constant offsets into a slice of known length: no bounds checks remain.
+            let wg = &wg[..16 * wb];
+            for (k, pk) in p.iter_mut().enumerate() {
+                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
+                *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
+            }
+            cvt_f16x16(f16x16(wg, 0, wb, 16))
+        } else {
+            for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
+                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                let x1 = if 2 * k + 1 < n {
+                    Some(&wg[(2 * k + 1) * wb..(2 * k + 2) * wb])
+                } else {
+                    None
+                };
+                *pk = dot_pair::<F>(x0, x1, acts, g + 2 * k);
+            }
+            cvt_f16x16(f16x16(wg, 0, wb, n))
+        };
+        let isum = _mm512_cvtepi32_ps(block_sums(&p));
+        let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
+        acc = _mm512_fmadd_ps(s, isum, acc);
+        if f.mins() {
+            let m = cvt_f16x16(f16x16(wg, 2, wb, n));
+            acc = _mm512_fmadd_ps(m, load_f32x16(&acts.s, g), acc);
+        }
+        g += 16;
+    }
+    hsum16(acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows<const F: usize>(w: &[u8], a: &[u8], out: &mut [f32]) {
+    let f = fmt::<F>();
+    let rb = w.len() / out.len().max(1);
+    let nb = (rb / f.wb()).min(a.len() / f.act().0);
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        acts.fill::<F>(a, nb);
+        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb.max(1))) {
+            *o = row::<F>(wr, &acts);
+        }
+    })
+}
+
+macro_rules! entry_points {
+    ($($f:literal: $dot:ident, $rows:ident;)*) => {$(
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $dot(w: &[u8], a: &[u8]) -> f32 {
+            let mut out = [0f32];
+            rows::<$f>(w, a, &mut out);
+            out[0]
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $rows(w: &[u8], a: &[u8], out: &mut [f32]) {
+            rows::<$f>(w, a, out)
+        }
+    )*};
+}
+
+entry_points! {
+    0: vec_dot_q4_0_q8_0, dot_rows_q4_0_q8_0;
+    1: vec_dot_q4_1_q8_1, dot_rows_q4_1_q8_1;
+    2: vec_dot_q5_0_q8_0, dot_rows_q5_0_q8_0;
+    3: vec_dot_q5_1_q8_1, dot_rows_q5_1_q8_1;
+    4: vec_dot_q8_0_q8_0, dot_rows_q8_0_q8_0;
+}

@@ -1,0 +1,219 @@
+//! The AVX-512 VNNI GEMM micro-kernels (see `crate::gemm`): 16 repacked weight rows
+//! (`crate::repack`, one row per i32 lane) × several activation rows. Each `vpdpbusd` takes 64
+//! packed weight codes and four activation codes broadcast to every lane, and adds four
+//! products to each of the 16 rows' sums; each output's float steps are those of the dot
+//! kernels in this module (see the parent module's summation order).
+
+use super::*;
+use crate::gemm::ActRow;
+use crate::repack::{PackedGroup, LANES, TILE_T32 as T32, TILE_TK as TK};
+
+/// 16 f32 from a slice (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_ps16(s: &[f32], off: usize) -> __m512 {
+    let v: &[f32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable f32; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+/// 16 i32 from a slice (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load_epi32x16(s: &[i32], off: usize) -> __m512i {
+    let v: &[i32; 16] = s[off..off + 16].try_into().expect("length is 16");
+    // SAFETY: `v` is 16 readable i32; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+/// Four i8 codes as one i32, for a broadcast.
+#[inline(always)]
+fn quad(q: &[i8; 32], k: usize) -> i32 {
+    i32::from_le_bytes([
+        q[4 * k] as u8,
+        q[4 * k + 1] as u8,
+        q[4 * k + 2] as u8,
+        q[4 * k + 3] as u8,
+    ])
+}
+
+/// Column `t` of `out` from the 16 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn store_column<const T: usize>(v: __m512, t: usize, out: &mut [[f32; T]; LANES]) {
+    let mut lanes = [0f32; LANES];
+    // SAFETY: `lanes` is 16 writable f32.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+    for (o, &l) in out.iter_mut().zip(&lanes) {
+        o[t] = l;
+    }
+}
+
+/// 32-element blocks: `out[r][t]` = row `r` of `w` against activation row `t`, for Q4_1 /
+/// Q5_1 (`mins`, unsigned codes) or the signed types (codes biased by 128).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn tile_blocks32(
+    mins: bool,
+    w: &PackedGroup<'_>,
+    a: &[ActRow<'_>; T32],
+    out: &mut [[f32; T32]; LANES],
+) {
+    if mins {
+        tile32::<true>(w, a, out)
+    } else {
+        tile32::<false>(w, a, out)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile32<const MINS: bool>(
+    w: &PackedGroup<'_>,
+    a: &[ActRow<'_>; T32],
+    out: &mut [[f32; T32]; LANES],
+) {
+    let nb = w.d.len() / LANES;
+    let mut chains = [[_mm512_setzero_ps(); 16]; T32];
+    // Chain c: blocks c, c + 16, c + 32, ... in order (the dot kernels' lane c).
+    for c in 0..nb.min(16) {
+        let mut acc = [_mm512_setzero_ps(); T32];
+        for b in (c..nb).step_by(16) {
+            let codes = &w.codes[512 * b..512 * (b + 1)];
+            let mut wq = [_mm512_setzero_si512(); 8];
+            for (k, v) in wq.iter_mut().enumerate() {
+                *v = load64(arr(codes, 64 * k));
+            }
+            let wd = load_ps16(w.d, LANES * b);
+            let wm = if MINS {
+                load_ps16(w.m, LANES * b)
+            } else {
+                _mm512_setzero_ps()
+            };
+            // k outer, t inner: the T sums are independent chains, so the dpbusd latency
+            // overlaps (t outer gave one chain of 8 at a time).
+            let mut isum = [_mm512_setzero_si512(); T32];
+            let mut qs = [&[0i8; 32]; T32];
+            for (t, at) in a.iter().enumerate() {
+                qs[t] = at.q[32 * b..32 * (b + 1)].try_into().expect("32 codes");
+                if !MINS {
+                    // Signed types hold `q + 128`: take `128·Σqa` back out.
+                    isum[t] = _mm512_set1_epi32(-128 * at.sums[b]);
+                }
+            }
+            for (k, &v) in wq.iter().enumerate() {
+                for t in 0..T32 {
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], v, _mm512_set1_epi32(quad(qs[t], k)));
+                }
+            }
+            for (t, at) in a.iter().enumerate() {
+                let s = _mm512_mul_ps(wd, _mm512_set1_ps(at.d[b]));
+                acc[t] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum[t]), acc[t]);
+                if MINS {
+                    acc[t] = _mm512_fmadd_ps(wm, _mm512_set1_ps(at.s[b]), acc[t]);
+                }
+            }
+        }
+        for (ch, &ac) in chains.iter_mut().zip(&acc) {
+            ch[c] = ac;
+        }
+    }
+    // The chains added as `hsum16` adds the dot kernels' lanes.
+    for (t, ch) in chains.iter().enumerate() {
+        let mut h = [_mm512_setzero_ps(); 8];
+        for j in 0..8 {
+            h[j] = _mm512_add_ps(ch[j], ch[j + 8]);
+        }
+        let q: [__m512; 4] = [
+            _mm512_add_ps(h[0], h[4]),
+            _mm512_add_ps(h[1], h[5]),
+            _mm512_add_ps(h[2], h[6]),
+            _mm512_add_ps(h[3], h[7]),
+        ];
+        let r0 = _mm512_add_ps(q[0], q[2]);
+        let r1 = _mm512_add_ps(q[1], q[3]);
+        store_column(_mm512_add_ps(r0, r1), t, out);
+    }
+}
+
+/// K-quants: `out[r][t]` = row `r` of `w` against the Q8_K activation row `a[t]`, for Q4_K /
+/// Q5_K (`q6k = false`) or Q6_K.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn tile_k(
+    q6k: bool,
+    w: &PackedGroup<'_>,
+    a: &[&[u8]; TK],
+    out: &mut [[f32; TK]; LANES],
+) {
+    if q6k {
+        tile_k_impl::<true>(w, a, out)
+    } else {
+        tile_k_impl::<false>(w, a, out)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [[f32; TK]; LANES]) {
+    // Scale groups per super-block and code quads per group.
+    let (groups, quads) = if Q6 { (16, 4) } else { (8, 8) };
+    let nsb = w.d.len() / LANES;
+    let mut acc = [_mm512_setzero_ps(); TK];
+    for sb in 0..nsb {
+        let codes = &w.codes[4096 * sb..4096 * (sb + 1)];
+        // (A loop, not `array::from_fn`: its closure was not inlined.)
+        let mut ys: [&[u8]; TK] = [&[]; TK];
+        for (y, at) in ys.iter_mut().zip(a) {
+            *y = &at[292 * sb..292 * (sb + 1)];
+        }
+        let mut isum = [_mm512_setzero_si512(); TK];
+        for g in 0..groups {
+            let sc = load_epi32x16(w.scales, LANES * (groups * sb + g));
+            let mut wq = [_mm512_setzero_si512(); 8];
+            for (k, v) in wq.iter_mut().enumerate().take(quads) {
+                *v = load64(arr(codes, 64 * (quads * g + k)));
+            }
+            let mut part = [_mm512_setzero_si512(); TK];
+            for (k, &v) in wq.iter().enumerate().take(quads) {
+                for (t, y) in ys.iter().enumerate() {
+                    let qa = _mm512_set1_epi32(i32_at(y, 4 + 4 * (quads * g + k)));
+                    part[t] = _mm512_dpbusd_epi32(part[t], v, qa);
+                }
+            }
+            for t in 0..TK {
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(part[t], sc));
+            }
+        }
+        // Min term (Q4_K/Q5_K) or the −32 offset (Q6_K), from the Q8_K group sums.
+        let mut msum = [_mm512_setzero_si512(); TK];
+        for j in 0..8 {
+            let pair = load_epi32x16(w.pairs, LANES * (8 * sb + j));
+            for (t, y) in ys.iter().enumerate() {
+                let bs = _mm512_set1_epi32(i32_at(y, 260 + 4 * j));
+                msum[t] = _mm512_dpwssd_epi32(msum[t], pair, bs);
+            }
+        }
+        let d = load_ps16(w.d, LANES * sb);
+        let dmin = load_ps16(w.m, LANES * sb);
+        for (t, y) in ys.iter().enumerate() {
+            let da = _mm512_set1_ps(f32_at(y, 0));
+            if Q6 {
+                let i = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(msum[t]));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(i), acc[t]);
+            } else {
+                let dd = _mm512_mul_ps(d, da);
+                acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum[t]), acc[t]);
+                let dm = _mm512_mul_ps(dmin, da);
+                acc[t] = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(msum[t]), acc[t]);
+            }
+        }
+    }
+    for (t, &v) in acc.iter().enumerate() {
+        store_column(v, t, out);
+    }
+}
