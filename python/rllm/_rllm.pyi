@@ -93,6 +93,9 @@ class Model:
         """Context length used when none is given: the model's, capped at 4096."""
     @property
     def gguf_version(self) -> int: ...
+    @property
+    def can_generate(self) -> bool:
+        """Whether the model has an output head: false for encoders (bert), which only embed."""
     def metadata(self) -> dict[str, Any]:
         """The GGUF metadata as a dict (arrays become lists)."""
     def tensors(self) -> list[_TensorRow]:

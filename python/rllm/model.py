@@ -180,6 +180,11 @@ class Model:
         return self._model.arch
 
     @property
+    def can_generate(self) -> bool:
+        """False for embedding-only models (bert, nomic-bert): they have no output head."""
+        return self._model.can_generate
+
+    @property
     def n_vocab(self) -> int:
         """Number of tokens in the vocabulary (the length of a logits row)."""
         return self._model.n_vocab
