@@ -188,7 +188,7 @@ def test_unknown_tensor_is_rejected(tmp_path: Path) -> None:
 def test_unsupported_architecture(tmp_path: Path) -> None:
     path = tmp_path / "m.gguf"
     write_tiny_llama(path, arch="mamba9")
-    expected = "'mamba9'.*supported: gemma3, llama, phi3, qwen2"
+    expected = "'mamba9'.*supported: bert, gemma3, llama, nomic-bert, phi3, qwen2"
     with pytest.raises(rllm.UnsupportedArchitectureError, match=expected):
         _rllm.Model(path)
     assert issubclass(rllm.UnsupportedArchitectureError, rllm.GGUFError)

@@ -333,7 +333,7 @@ def test_special_scan_finds_every_special_text_present(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"tokenizer.ggml.model": "bert"}, "tokenizer.ggml.model 'bert'"),
+        ({"tokenizer.ggml.model": "t5"}, "tokenizer.ggml.model 't5'"),
         ({"tokenizer.ggml.model": None}, "tokenizer.ggml.model None"),
         ({"tokenizer.ggml.pre": "tekken"}, "tokenizer.ggml.pre 'tekken'"),
         ({"tokenizer.ggml.tokens": []}, "tokenizer.ggml.tokens"),

@@ -15,6 +15,7 @@ __all__ = [
     "memory_bandwidth",
     "spm_merges",
     "Context",
+    "Embedder",
     "BatchEngine",
     "TokenStream",
     "Scheduler",
@@ -92,6 +93,9 @@ class Model:
         """Context length used when none is given: the model's, capped at 4096."""
     @property
     def gguf_version(self) -> int: ...
+    @property
+    def can_generate(self) -> bool:
+        """Whether the model has an output head: false for encoders (bert), which only embed."""
     def metadata(self) -> dict[str, Any]:
         """The GGUF metadata as a dict (arrays become lists)."""
     def tensors(self) -> list[_TensorRow]:
@@ -104,6 +108,28 @@ def spm_merges(texts: list[str]) -> list[tuple[str, str]]:
 def memory_bandwidth(n_threads: int, mib: int = 512, reps: int = 3) -> float:
     """Read-only memory bandwidth in GB/s with ``n_threads`` threads (best of ``reps`` passes
     over ``mib`` MiB)."""
+
+@final
+class Embedder:
+    """A model's embedding runner: forward passes of whole inputs, pooled and normalized."""
+
+    def __new__(
+        cls, model: Model, n_ctx: int | None = None, n_threads: int | None = None
+    ) -> Embedder: ...
+    @property
+    def n_ctx(self) -> int:
+        """Tokens one input may have."""
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def pooling(self) -> str:
+        """The model's pooling (``<arch>.pooling_type``), or ``"none"`` when it names none."""
+    def dim(self, pooling: str | None = None) -> int:
+        """Length of the vectors ``pooling`` gives (default: the model's pooling)."""
+    def embed(
+        self, inputs: list[list[int]], pooling: str | None = None, normalize: int = 2
+    ) -> tuple[npt.NDArray[np.float32], list[int], int]:
+        """Embed lists of token ids: ``(vectors [n, dim], rows per input, tokens evaluated)``."""
 
 @final
 class Context:

@@ -9,8 +9,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from . import _rllm
 from .chat import ChatTemplate
+from .embeddings import embedding_data, tokenize_inputs
 from .errors import ContextFullError
 from .grammar import Grammar, constraint, response_format_grammar
 from .hub import download, resolve_model
@@ -119,6 +122,7 @@ class Model:
         self.rope_freq_scale = rope_freq_scale
         self.verbose = verbose
         self._ctx: _rllm.Context | None = None
+        self._embedder: _rllm.Embedder | None = None
         self._chat_template: ChatTemplate | None = None
         self.timings = Timings(load_ms=1000 * (time.perf_counter() - start))
 
@@ -176,6 +180,11 @@ class Model:
         return self._model.arch
 
     @property
+    def can_generate(self) -> bool:
+        """False for embedding-only models (bert, nomic-bert): they have no output head."""
+        return self._model.can_generate
+
+    @property
     def n_vocab(self) -> int:
         """Number of tokens in the vocabulary (the length of a logits row)."""
         return self._model.n_vocab
@@ -213,6 +222,77 @@ class Model:
         )
         log_context(ctx, self.verbose)
         return ctx
+
+    @property
+    def embedder(self) -> _rllm.Embedder:
+        """The embedding runner (its own scratch buffers and threads), made on first use."""
+        if self._embedder is None:
+            self._embedder = _rllm.Embedder(self._model, n_ctx=self.n_ctx, n_threads=self.n_threads)
+        return self._embedder
+
+    @property
+    def pooling(self) -> str:
+        """The pooling the model file asks for (``<arch>.pooling_type``), else ``"none"``
+        as in llama.cpp: ``"none"``, ``"mean"``, ``"cls"``, ``"last"`` or ``"rank"``."""
+        return self.embedder.pooling
+
+    def embed(
+        self,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        pooling: str | None = None,
+        normalize: int = 2,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Embeddings of ``input``: a float32 array ``[n, dim]`` for a list of texts, ``[dim]``
+        for one text (or one list of token ids).
+
+        - ``pooling``: ``"mean"``, ``"cls"``, ``"last"``, ``"rank"`` (a reranker's scores) or
+          ``"none"`` (one vector per token: then a ``[n_tokens, dim]`` array per input, in a
+          list for a list of inputs). Default: the model's own (:attr:`pooling`).
+        - ``normalize``: as llama.cpp's ``--embd-normalize``: 2 euclidean (default), -1 none,
+          0 max-abs scaled to int16 range, 1 taxicab, p > 2 the p-norm. Rank scores are never
+          normalized.
+
+        Texts are tokenized with special tokens (BOS, or ``[CLS]``/``[SEP]``) and run together
+        in as few forward passes as fit the context, each text its own sequence. Raises
+        :class:`~rllm.ContextFullError` for a text longer than ``n_ctx`` tokens, ``ValueError``
+        for an empty one or an unknown pooling, ``TypeError`` for other input types.
+
+        >>> model = rllm.Model("nomic-embed-text-v1.5.Q8_0.gguf")    # doctest: +SKIP
+        >>> model.embed(["search_query: rust", "search_query: python"]).shape  # doctest: +SKIP
+        (2, 768)
+        """
+        if isinstance(normalize, bool) or not isinstance(normalize, int):
+            raise TypeError(f"normalize must be an int, not {type(normalize).__name__}")
+        ids, single = tokenize_inputs(self.tokenizer, input)
+        vectors, rows, _ = self.embedder.embed(ids, pooling, normalize)
+        if (pooling or self.pooling) == "none":
+            parts = np.split(vectors, np.cumsum(rows)[:-1]) if rows else []
+            return parts[0] if single else parts
+        return vectors[0] if single else vectors
+
+    def create_embedding(
+        self,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        model: str | None = None,
+        encoding_format: str = "float",
+    ) -> dict[str, Any]:
+        """Embeddings shaped as OpenAI's (and llama-cpp-python's) ``create_embedding``:
+        ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
+        "model", "usage": {"prompt_tokens", "total_tokens"}}``, with the model's pooling and
+        euclidean normalization. ``encoding_format="base64"`` gives base64 float32 bytes."""
+        if encoding_format not in ("float", "base64"):
+            raise ValueError(
+                f"encoding_format must be 'float' or 'base64', not {encoding_format!r}"
+            )
+        ids, _ = tokenize_inputs(self.tokenizer, input)
+        vectors, rows, n_tokens = self.embedder.embed(ids, None, 2)
+        per_token = self.pooling == "none"
+        return {
+            "object": "list",
+            "data": embedding_data(vectors, rows, per_token, encoding_format),
+            "model": model if model is not None else str(self.path),
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
 
     def generate(
         self,

@@ -10,6 +10,12 @@ must be identical to ``llama_tokenize``; decoded text identical to ``llama_detok
   adjacent pair whose concatenation is the highest-scoring token, fall back to ``<0xXX>`` byte
   tokens. Expressed as a BPE model whose merges are every (left, right) split of every token,
   ranked by the merged token's score, plus ``byte_fallback``.
+* ``tokenizer.ggml.model == "bert"``: WordPiece as llama.cpp runs it (``llm_tokenizer_wpm``):
+  words split at whitespace and punctuation (BERT's normalizer: control characters dropped,
+  CJK characters alone, optional lowercasing and accent stripping from
+  ``tokenizer.ggml.normalizer.*``), each word prefixed with ``▁`` and cut into the longest
+  tokens from its start; a word that cannot be cut is ``[UNK]``. ``[CLS]`` and ``[SEP]``
+  surround the text when special tokens are added.
 * Control (type 3) and unknown (2) tokens are matched in text only with ``parse_special``;
   user-defined (4) tokens always, as llama.cpp does. They are added tokens of the HF
   tokenizer too, but ``encode`` splits them out itself first: llama.cpp tries the longest
@@ -263,7 +269,9 @@ class Tokenizer:
     eom_id: int | None
     unk_id: int | None
     pad_id: int | None
+    sep_id: int | None
     add_bos: bool
+    add_sep: bool
     add_eos: bool
     add_space_prefix: bool
     model: str
@@ -289,9 +297,9 @@ class Tokenizer:
     # --- loading ----------------------------------------------------------------------
     def _load(self, meta: Mapping[str, Any]) -> None:
         model = meta.get("tokenizer.ggml.model")
-        if model not in ("gpt2", "llama"):
+        if model not in ("gpt2", "llama", "bert"):
             raise TokenizerError(
-                f"unsupported tokenizer.ggml.model {model!r} (supported: 'gpt2', 'llama')"
+                f"unsupported tokenizer.ggml.model {model!r} (supported: 'gpt2', 'llama', 'bert')"
             )
         self.model = model
         tokens = _get_list(meta, "tokenizer.ggml.tokens")
@@ -318,11 +326,17 @@ class Tokenizer:
             attrs = list(map(_TYPE_TO_ATTR.get, map(int, types[:n]), repeat(0)))
 
         is_spm = model == "llama"
+        sep = None
         if is_spm:
             self.pre = "default"
             spec = _PreSpec((), clean_spaces=False, add_bos=True)
             add_space_prefix = True
             bos, eos, unk = 1, 2, 0
+        elif model == "bert":
+            self.pre = "default"
+            spec = _PreSpec((), add_bos=True)
+            add_space_prefix = False
+            bos, eos, unk, sep = 101, None, 100, 102
         else:
             pre = meta.get("tokenizer.ggml.pre") or "default"
             if pre not in _PRE_SPECS:
@@ -346,7 +360,9 @@ class Tokenizer:
         self.bos_id = special("tokenizer.ggml.bos_token_id", bos)
         self.eos_id = special("tokenizer.ggml.eos_token_id", eos)
         self.unk_id = special("tokenizer.ggml.unknown_token_id", unk)
-        self.pad_id = special("tokenizer.ggml.padding_token_id", None)
+        self.pad_id = special("tokenizer.ggml.padding_token_id", 0 if model == "bert" else None)
+        # llama.cpp's spelling of the key
+        self.sep_id = special("tokenizer.ggml.seperator_token_id", sep)
         self.eot_id = special("tokenizer.ggml.eot_token_id", None)
         self.eom_id = special("tokenizer.ggml.eom_token_id", None)
         fim = {k: special(k, None) for k in _FIM_TEXTS}
@@ -354,6 +370,16 @@ class Tokenizer:
             fim[key] = special(old, fim[key])
         self.add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", spec.add_bos))
         self.add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+        # add_sep: where a reranker's query and document meet (only WordPiece adds it in encode)
+        add_sep = bool(meta.get("tokenizer.ggml.add_sep_token", model == "bert"))
+        self.add_sep = add_sep and self.sep_id is not None
+        if model == "bert":  # llama.cpp's WordPiece adds [CLS] and [SEP] whatever the flags say
+            self.add_bos, self.add_eos = True, False
+            for name, tid in (("unknown", self.unk_id), ("seperator", self.sep_id)):
+                if tid is None:
+                    raise TokenizerError(
+                        f"tokenizer.ggml.{name}_token_id is missing (required for 'bert')"
+                    )
         if self.add_bos and self.bos_id is None:
             raise TokenizerError("tokenizer.ggml.add_bos_token is set but there is no BOS token")
         if self.add_eos and self.eos_id is None:
@@ -367,6 +393,8 @@ class Tokenizer:
         self._missing_id = None
         if is_spm:
             hf = self._build_spm(meta)
+        elif model == "bert":
+            hf = self._build_wpm(meta)
         else:
             hf = self._build_bpe(meta, spec)
         self._add_special_tokens(hf)
@@ -517,6 +545,33 @@ class Tokenizer:
         hf.decoder = decoders.Sequence(steps_d)
         return hf
 
+    def _build_wpm(self, meta: Mapping[str, Any]) -> HFTokenizer:
+        # llama.cpp lowercases and strips accents unless the file says otherwise
+        lowercase = bool(meta.get("tokenizer.ggml.normalizer.lowercase", True))
+        strip_accents = bool(meta.get("tokenizer.ggml.normalizer.strip_accents", lowercase))
+        # Word-initial tokens carry the "▁" that every word gets; continuations are bare, so
+        # the continuation prefix is empty and the GGUF texts are the vocabulary as they are.
+        wordpiece = models.WordPiece(
+            vocab=self._token_to_id,
+            unk_token=self._texts[self.unk_id],  # type: ignore[index]  # checked at load
+            continuing_subword_prefix="",
+            max_input_chars_per_word=1 << 30,
+        )
+        hf = HFTokenizer(wordpiece)
+        hf.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=True,
+            strip_accents=strip_accents,
+            lowercase=lowercase,
+        )
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.BertPreTokenizer(),
+                pre_tokenizers.Metaspace(replacement=_SPM_SPACE, prepend_scheme="always"),
+            ]
+        )
+        return hf
+
     def _build_special_scanner(self) -> None:
         """A regex for the leftmost-longest special texts (a radix trie: one linear pass)."""
         mask = _ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN
@@ -568,6 +623,8 @@ class Tokenizer:
                 ids += part_ids
         if add_special and self.add_eos:
             ids.append(self.eos_id)  # type: ignore[arg-type]
+        if add_special and self.model == "bert":
+            ids.append(self.sep_id)  # type: ignore[arg-type]  # checked at load
         return ids
 
     def _partition(self, text: str, parse_special: bool) -> list[str | int]:
@@ -663,7 +720,7 @@ class Tokenizer:
         if attr & (_ATTR_SPECIAL | _ATTR_USER_DEFINED):
             return text.encode()
         if attr & _ATTR_NORMAL:
-            if self.model == "llama":
+            if self.model in ("llama", "bert"):
                 return text.replace(_SPM_SPACE, " ").encode()
             return _gpt2_piece(text)
         if attr & _ATTR_BYTE:  # "<0xXX>"; llama.cpp: strtol(text.substr(3, 2), 16)

@@ -40,6 +40,7 @@ impl BatchEngine {
                 "n_slots must be in 1..=1024, got {n_slots}"
             )));
         }
+        model.check_generates()?;
         let engine = Engine::new(model, params)?;
         let slots = (0..n_slots)
             .map(|_| Slot {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::forward::{forward, Ropes, Scratch, Seq};
+use crate::forward::{forward, Head, Ropes, Scratch, Seq};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::ops::{RopeSpec, RopeTable};
@@ -47,6 +47,13 @@ impl Engine {
         let n_ctx = params.n_ctx.unwrap_or_else(|| model.default_n_ctx());
         if n_ctx == 0 {
             return Err(Error::InvalidArgument("n_ctx must be positive".into()));
+        }
+        // Learned positions exist only up to the trained length.
+        if model.weights.pos_embd.is_some() && n_ctx > hp.n_ctx_train {
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {n_ctx} exceeds the {} positions this model was trained with",
+                hp.n_ctx_train
+            )));
         }
         // Keys and values of a context this long would not fit in any machine's memory.
         if n_ctx > 1 << 24 {
@@ -105,8 +112,13 @@ impl Engine {
 
     /// One forward pass over `seqs` (at most `n_batch` tokens together) on the pool.
     pub fn run(&mut self, seqs: &mut [Seq], logits: &mut Vec<f32>) {
+        self.run_head(seqs, Head::Logits, logits);
+    }
+
+    /// [`Engine::run`] writing what `head` says for the rows each sequence asks for.
+    pub fn run_head(&mut self, seqs: &mut [Seq], head: Head, out: &mut Vec<f32>) {
         let (model, ropes, scratch) = (&*self.model, &self.ropes, &mut self.scratch);
-        forward(&self.pool, model, ropes, scratch, seqs, logits);
+        forward(&self.pool, model, ropes, scratch, seqs, head, out);
     }
 
     /// Tokens `ids` are valid for this model.
@@ -132,6 +144,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
+        model.check_generates()?;
         let n_ctx = params.n_ctx.unwrap_or_else(|| model.default_n_ctx());
         let params = ContextParams {
             // A single sequence never needs a batch longer than its context (0 stays 0, an

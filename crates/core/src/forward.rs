@@ -11,7 +11,7 @@ use rllm_kernels::gemm::{self, GemmActs, GemmInput};
 use rllm_kernels::pool::{chunks, ThreadPool};
 use rllm_kernels::{matmul, GgmlType};
 
-use crate::arch::{Activation, HParams, Layer, Qkv};
+use crate::arch::{Activation, HParams, Layer, NormKind, Positions, Qkv};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
@@ -183,6 +183,16 @@ pub struct Seq<'a> {
     pub logit_rows: std::ops::Range<usize>,
 }
 
+/// What a forward pass writes for the rows its sequences ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// `[rows, n_vocab]` logits through the output head.
+    Logits,
+    /// `[rows, n_embd]` hidden states after the final norm (the model's token embeddings,
+    /// llama.cpp's `t_embd`).
+    Embeddings,
+}
+
 /// Rotary tables of a context: the global one and the sliding-window layers' one.
 pub struct Ropes {
     pub global: RopeTable,
@@ -201,9 +211,12 @@ impl Ropes {
 
 /// Run a batch of sequences through the model in one pass: their rows share every matrix
 /// product (each weight is read once for all of them), while each attends to its own KV cache.
-/// Keys and values are stored in each sequence's cache; the logits of the rows each sequence
-/// asks for are written to `logits` (`[rows, n_vocab]`, in sequence order).
-/// Token ids must be valid and the batch must fit in `scratch` and each cache; callers check.
+/// Keys and values are stored in each sequence's cache; for the rows each sequence asks for
+/// (`logit_rows`), `head` says what is written to `out`, in sequence order. A sequence attends
+/// to its earlier tokens, or with non-causal attention (`HParams::causal`, bert) to all the
+/// tokens it has in this batch and its cache.
+/// Token ids must be valid, the batch must fit in `scratch` and each cache, and a model
+/// without an output head is only asked for embeddings; callers check.
 /// Parallel steps run on `pool`.
 pub fn forward(
     pool: &ThreadPool,
@@ -211,7 +224,8 @@ pub fn forward(
     ropes: &Ropes,
     s: &mut Scratch,
     seqs: &mut [Seq],
-    logits: &mut Vec<f32>,
+    head: Head,
+    out: &mut Vec<f32>,
 ) {
     let hp = &model.hparams;
     let w = &model.weights;
@@ -233,6 +247,17 @@ pub fn forward(
         if let Some(scale) = hp.embd_scale {
             row.iter_mut().for_each(|v| *v *= scale);
         }
+        if let Some(types) = &w.type_embd {
+            ops::add_assign(row, types);
+        }
+        if let Some(pos) = &w.pos_embd {
+            let tmp = &mut s.xn[..e];
+            pos.dequantize_row(map, s.rows[t].1, tmp);
+            ops::add_assign(row, tmp);
+        }
+        if let Some((nw, nb)) = &w.embd_norm {
+            ops::layer_norm(row, nw, Some(nb), hp.norm_eps);
+        }
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
@@ -252,16 +277,27 @@ pub fn forward(
         }
         start += seq.tokens.len();
     }
-    logits.resize(n_rows * hp.n_vocab, 0.0);
+    if let Some(norm) = &w.output_norm {
+        for row in s.xn[..n_rows * e].chunks_exact_mut(e) {
+            ops::rms_norm(row, norm, hp.norm_eps);
+        }
+    }
+    let output = match (head, &w.output) {
+        (Head::Logits, Some(output)) => output,
+        (Head::Logits, None) => panic!("{} has no output head: it only embeds", hp.arch),
+        (Head::Embeddings, _) => {
+            out.clear();
+            out.extend_from_slice(&s.xn[..n_rows * e]);
+            return;
+        }
+    };
+    out.resize(n_rows * hp.n_vocab, 0.0);
     if n_rows == 0 {
         return;
     }
-    for row in s.xn[..n_rows * e].chunks_exact_mut(e) {
-        ops::rms_norm(row, &w.output_norm, hp.rms_eps);
-    }
     s.act.invalidate();
-    s.act.project(pool, map, &w.output, &s.xn, n_rows, logits);
-    for row in logits.chunks_exact_mut(hp.n_vocab) {
+    s.act.project(pool, map, output, &s.xn, n_rows, out);
+    for row in out.chunks_exact_mut(hp.n_vocab) {
         if let Some(b) = &w.output_bias {
             ops::add_assign(row, b);
         }
@@ -294,12 +330,51 @@ fn for_rows(
     }
 }
 
-/// RMSNorm of `m` rows of `src` into `dst`.
-fn norm_rows(pool: &ThreadPool, src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32, m: usize) {
+/// The block norm `hp.norm` of one row, in place.
+fn block_norm(hp: &HParams, row: &mut [f32], weight: &[f32], bias: Option<&Vec<f32>>) {
+    match hp.norm {
+        NormKind::RmsPre => ops::rms_norm(row, weight, hp.norm_eps),
+        NormKind::LayerPost => ops::layer_norm(row, weight, bias.map(|b| &b[..]), hp.norm_eps),
+    }
+}
+
+/// The input of a sub-layer: with pre-norm, the normed residual stream written to `xn`; with
+/// post-norm, the stream `x` itself.
+fn sublayer_input<'a>(
+    pool: &ThreadPool,
+    hp: &HParams,
+    x: &'a [f32],
+    xn: &'a mut [f32],
+    weight: &[f32],
+    m: usize,
+) -> &'a [f32] {
+    if hp.norm != NormKind::RmsPre {
+        return x;
+    }
     let e = weight.len();
-    for_rows(pool, dst, e, m, |t, row| {
-        row.copy_from_slice(&src[t * e..(t + 1) * e]);
-        ops::rms_norm(row, weight, eps);
+    for_rows(pool, xn, e, m, |t, row| {
+        row.copy_from_slice(&x[t * e..(t + 1) * e]);
+        ops::rms_norm(row, weight, hp.norm_eps);
+    });
+    xn
+}
+
+/// `x += proj`, then with post-norm the sub-layer's norm of the sum.
+fn residual_add(
+    pool: &ThreadPool,
+    hp: &HParams,
+    x: &mut [f32],
+    proj: &[f32],
+    norm: (&[f32], Option<&Vec<f32>>),
+    m: usize,
+) {
+    let e = hp.n_embd;
+    let post = hp.norm != NormKind::RmsPre;
+    for_rows(pool, x, e, m, |t, x| {
+        ops::add_assign(x, &proj[t * e..(t + 1) * e]);
+        if post {
+            block_norm(hp, x, norm.0, norm.1);
+        }
     });
 }
 
@@ -327,12 +402,12 @@ fn attention_block(
     m: usize,
 ) {
     let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim);
-    norm_rows(pool, &s.x, &mut s.xn, &layer.attn_norm, hp.rms_eps, m);
+    let input = sublayer_input(pool, hp, &s.x, &mut s.xn, &layer.attn_norm, m);
     s.act.invalidate();
     match &layer.qkv {
         Qkv::Split { wq, wk, wv } => {
             let outs = [&mut s.q[..], &mut s.k[..], &mut s.v[..]];
-            s.act.project_parts(pool, map, [wq, wk, wv], &s.xn, m, outs);
+            s.act.project_parts(pool, map, [wq, wk, wv], input, m, outs);
             if let Some(b) = &layer.qkv_bias {
                 add_bias(&mut s.q[..m * qd], &b[..qd]);
                 add_bias(&mut s.k[..m * kvd], &b[qd..qd + kvd]);
@@ -341,7 +416,7 @@ fn attention_block(
         }
         Qkv::Fused(w) => {
             let n = qd + 2 * kvd;
-            s.act.project(pool, map, w, &s.xn, m, &mut s.qkv);
+            s.act.project(pool, map, w, input, m, &mut s.qkv);
             if let Some(b) = &layer.qkv_bias {
                 add_bias(&mut s.qkv[..m * n], b);
             }
@@ -359,13 +434,15 @@ fn attention_block(
     ] {
         if let Some(w) = norm {
             for head in x.chunks_exact_mut(hd) {
-                ops::rms_norm(head, w, hp.rms_eps);
+                ops::rms_norm(head, w, hp.norm_eps);
             }
         }
     }
     let rows = &s.rows;
-    for_rows(pool, &mut s.q, qd, m, |t, q| rope.apply(q, hd, rows[t].1));
-    for_rows(pool, &mut s.k, kvd, m, |t, k| rope.apply(k, hd, rows[t].1));
+    if hp.positions == Positions::Rope {
+        for_rows(pool, &mut s.q, qd, m, |t, q| rope.apply(q, hd, rows[t].1));
+        for_rows(pool, &mut s.k, kvd, m, |t, k| rope.apply(k, hd, rows[t].1));
+    }
     let mut start = 0;
     for seq in seqs.iter_mut() {
         let n = seq.tokens.len();
@@ -383,6 +460,7 @@ fn attention_block(
     let group = hp.n_head / hp.n_head_kv;
     let scale = hp.attn_scale;
     let window = if hp.swa_layers[l] { hp.n_swa } else { None };
+    let causal = hp.causal;
     let q = &s.q;
     // Head h, query rows t0.. (as many as `out` holds): scores, softmax, weighted values.
     let attend = |h: usize, t0: usize, out: &mut [f32], scores: &mut [f32], bytes: &mut [u8]| {
@@ -393,18 +471,24 @@ fn attention_block(
             .zip(rows.iter().enumerate().skip(t0))
         {
             let cache = seqs[seq].kv.layer(l);
-            // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask).
+            // Keys at most `window - 1` positions back are visible (llama.cpp's SWA mask);
+            // without causality, also every later one of the sequence.
             let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let n = pos + 1 - first;
+            let last = if causal {
+                pos
+            } else {
+                seqs[seq].pos0 + seqs[seq].tokens.len() - 1
+            };
+            let n = last + 1 - first;
             f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
             let sc = &mut scores[..n];
-            f16_dot.dot_rows(hd, cache.keys(g, first..=pos), q16, sc);
+            f16_dot.dot_rows(hd, cache.keys(g, first..=last), q16, sc);
             sc.iter_mut().for_each(|v| *v *= scale);
             ops::softmax(sc);
             let p16 = &mut p16[..2 * n];
             f16_dot.quantize_act(sc, p16);
             for (d, o) in out.iter_mut().enumerate() {
-                *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=pos), p16);
+                *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=last), p16);
             }
         }
     };
@@ -448,12 +532,12 @@ fn attention_block(
     }
     let proj = &mut s.proj;
     if let Some(w) = &layer.post_attn_norm {
-        for_rows(pool, proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
+        for_rows(pool, proj, e, m, |_, row| {
+            ops::rms_norm(row, w, hp.norm_eps)
+        });
     }
-    let proj = &s.proj;
-    for_rows(pool, &mut s.x, e, m, |t, x| {
-        ops::add_assign(x, &proj[t * e..(t + 1) * e])
-    });
+    let norm = (&layer.attn_norm[..], layer.attn_norm_b.as_ref());
+    residual_add(pool, hp, &mut s.x, &s.proj, norm, m);
 }
 
 fn ffn_block(
@@ -465,24 +549,35 @@ fn ffn_block(
     m: usize,
 ) {
     let (f, e) = (hp.n_ff, hp.n_embd);
-    norm_rows(pool, &s.x, &mut s.xn, &layer.ffn_norm, hp.rms_eps, m);
+    let input = sublayer_input(pool, hp, &s.x, &mut s.xn, &layer.ffn_norm, m);
     s.act.invalidate();
-    match &layer.ffn_gate {
-        Some(gate) => {
+    match (&layer.ffn_gate, hp.activation) {
+        (Some(gate), _) => {
             let outs = [&mut s.gate[..], &mut s.up[..]];
             s.act
-                .project_parts(pool, map, [gate, &layer.ffn_up], &s.xn, m, outs);
+                .project_parts(pool, map, [gate, &layer.ffn_up], input, m, outs);
         }
-        None => {
+        // No gate: the up projection goes where the activation reads.
+        (None, Activation::Gelu) => s
+            .act
+            .project(pool, map, &layer.ffn_up, input, m, &mut s.gate),
+        (None, _) => {
             // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move
             // lands on rows already consumed.
             s.act
-                .project(pool, map, &layer.ffn_up, &s.xn, m, &mut s.gate);
+                .project(pool, map, &layer.ffn_up, input, m, &mut s.gate);
             for t in 0..m {
                 s.up[t * f..(t + 1) * f].copy_from_slice(&s.gate[t * 2 * f + f..(t + 1) * 2 * f]);
                 s.gate.copy_within(t * 2 * f..t * 2 * f + f, t * f);
             }
         }
+    }
+    if let Some(b) = &layer.ffn_up_b {
+        let up = match hp.activation {
+            Activation::Gelu => &mut s.gate[..m * f],
+            _ => &mut s.up[..m * f],
+        };
+        add_bias(up, b);
     }
     let up = &s.up;
     for_rows(pool, &mut s.gate, f, m, |t, gate| {
@@ -490,38 +585,46 @@ fn ffn_block(
         match hp.activation {
             Activation::Silu => ops::swiglu(gate, up),
             Activation::GeluTanh => geglu(gate, up),
+            Activation::Gelu => gate.iter_mut().for_each(|g| *g = gelu(*g)),
         }
     });
     s.act.invalidate();
     s.act
         .project(pool, map, &layer.ffn_down, &s.gate, m, &mut s.proj);
+    if let Some(b) = &layer.ffn_down_b {
+        add_bias(&mut s.proj[..m * e], b);
+    }
     let proj = &mut s.proj;
     if let Some(w) = &layer.post_ffn_norm {
-        for_rows(pool, proj, e, m, |_, row| ops::rms_norm(row, w, hp.rms_eps));
+        for_rows(pool, proj, e, m, |_, row| {
+            ops::rms_norm(row, w, hp.norm_eps)
+        });
     }
-    let proj = &s.proj;
-    for_rows(pool, &mut s.x, e, m, |t, x| {
-        ops::add_assign(x, &proj[t * e..(t + 1) * e])
-    });
+    let norm = (&layer.ffn_norm[..], layer.ffn_norm_b.as_ref());
+    residual_add(pool, hp, &mut s.x, &s.proj, norm, m);
 }
 
-/// GELU-tanh(gate) · up, written into `gate`. Like ggml, GELU is read from a table indexed by
-/// the input rounded to f16 (values beyond ±10 pass through or vanish), so logits match.
+/// GELU-tanh(gate) · up, written into `gate`.
 fn geglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+/// GELU-tanh as ggml computes it: read from a table indexed by the input rounded to f16
+/// (values beyond ±10 pass through or vanish), so outputs match.
+fn gelu(x: f32) -> f32 {
     static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
         (0..=u16::MAX)
             .map(|bits| f16::from_f32(ops::gelu_tanh(f16::from_bits(bits).to_f32())))
             .collect()
     });
-    for (g, u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x * u
-        } else {
-            table[f16::from_f32(x).to_bits() as usize].to_f32() * u
-        };
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[f16::from_f32(x).to_bits() as usize].to_f32()
     }
 }

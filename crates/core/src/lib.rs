@@ -6,6 +6,7 @@ pub mod batch;
 pub mod bench;
 pub mod context;
 pub mod detok;
+pub mod embed;
 pub mod error;
 pub mod forward;
 pub mod generate;
@@ -21,6 +22,7 @@ pub mod tensor;
 
 pub use batch::{BatchEngine, Work};
 pub use context::{Context, ContextParams};
+pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{Error, Result};
 pub use generate::{Chunk, ContextStream, Finish, GenParams, SeqDecoder, TokenLogprob};
 pub use grammar::{GrammarKind, GrammarProcessor, GrammarSpec, TokenEnv};

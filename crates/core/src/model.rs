@@ -69,6 +69,19 @@ impl Model {
             .map_err(Error::Tokenizer)
     }
 
+    /// Fails for a model that only embeds (no output head, e.g. bert): it cannot give logits.
+    pub fn check_generates(&self) -> Result<()> {
+        if self.weights.output.is_some() {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "{}: '{}' is an embedding model with no output head; it cannot generate or give \
+             logits (use embeddings instead)",
+            self.file.path.display(),
+            self.hparams.arch
+        )))
+    }
+
     pub fn default_n_ctx(&self) -> usize {
         self.hparams.n_ctx_train.min(DEFAULT_MAX_CTX)
     }
@@ -105,7 +118,7 @@ impl Model {
     /// read, so memory bandwidth / this is the speed limit.
     pub fn bytes_per_token(&self) -> u64 {
         let w = &self.weights;
-        let mut bytes = w.output.byte_len() as u64;
+        let mut bytes = w.output.as_ref().map_or(0, |o| o.byte_len() as u64);
         for l in &w.layers {
             let mut mats: Vec<&crate::tensor::Matrix> = vec![&l.wo, &l.ffn_up, &l.ffn_down];
             match &l.qkv {

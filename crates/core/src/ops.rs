@@ -11,6 +11,22 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// LayerNorm of `x` in place: (x - mean) / sqrt(var + eps) * weight + bias. Sums are
+/// accumulated in f64, as ggml's `ggml_norm` does.
+pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
+    let n = x.len() as f64;
+    let mean = (x.iter().map(|&v| f64::from(v)).sum::<f64>() / n) as f32;
+    let mut var = 0.0f64;
+    for v in x.iter_mut() {
+        *v -= mean;
+        var += f64::from(*v) * f64::from(*v);
+    }
+    let scale = 1.0 / ((var / n) as f32 + eps).sqrt();
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = *v * scale * weight[i] + bias.map_or(0.0, |b| b[i]);
+    }
+}
+
 /// How rotary embedding pairs dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -266,6 +282,18 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut x = vec![1.0, 2.0, 3.0, 6.0];
+        layer_norm(&mut x, &[2.0; 4], Some(&[0.5; 4]), 0.0);
+        let mean = x.iter().sum::<f32>() / 4.0;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 4.0;
+        assert!(
+            (mean - 0.5).abs() < 1e-6 && (var - 4.0).abs() < 1e-5,
+            "{x:?}"
+        );
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(model: Arc<Model>, n_slots: usize, params: &ContextParams) -> Result<Self> {
+        model.check_generates()?;
         let vocab = model.vocab()?;
         let n_vocab = model.hparams.n_vocab;
         let engine = BatchEngine::new(Arc::clone(&model), n_slots, params)?;

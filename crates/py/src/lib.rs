@@ -7,6 +7,7 @@ mod batch;
 mod context;
 mod convert;
 mod detok;
+mod embed;
 mod errors;
 mod grammar;
 mod kernels;
@@ -24,6 +25,7 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(model::memory_bandwidth, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer::spm_merges, m)?)?;
     m.add_class::<context::Context>()?;
+    m.add_class::<embed::Embedder>()?;
     m.add_class::<batch::BatchEngine>()?;
     m.add_class::<context::TokenStream>()?;
     m.add_class::<sampler::Sampler>()?;

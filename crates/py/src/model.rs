@@ -64,6 +64,12 @@ impl Model {
         self.inner.hparams.n_head_kv
     }
 
+    /// Whether the model has an output head: false for encoders (bert), which only embed.
+    #[getter]
+    fn can_generate(&self) -> bool {
+        self.inner.weights.output.is_some()
+    }
+
     /// Number of weights.
     #[getter]
     fn n_params(&self) -> u64 {

@@ -15,7 +15,8 @@ HELP = "serve a model over an OpenAI-compatible HTTP API"
 DESCRIPTION = """\
 Serve a model over HTTP with OpenAI's API: POST /v1/chat/completions and /v1/completions
 (streaming with server-sent events), GET /v1/models, /health and /metrics (Prometheus),
-POST /tokenize and /detokenize. Up to --parallel requests are decoded together in one batch;
+POST /tokenize and /detokenize; with --embeddings, POST /v1/embeddings (and /v1/rerank for
+rerankers). Up to --parallel requests are decoded together in one batch;
 more wait in a queue of --max-queue, beyond which requests get 503. The context (-c) is split
 evenly between the slots."""
 EPILOG = """\
@@ -83,6 +84,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1 << 20,
         metavar="N",
         help="largest request body accepted; larger ones get 413 (1048576)",
+    )
+    g.add_argument(
+        "--embeddings",
+        "--embedding",
+        action="store_true",
+        help="serve POST /v1/embeddings (and /v1/rerank for rank pooling)",
+    )
+    g.add_argument(
+        "--pooling",
+        choices=("none", "mean", "cls", "last", "rank"),
+        default=None,
+        help="pooling of the embeddings (default: the model's, else none)",
+    )
+    g.add_argument(
+        "--reranking",
+        "--rerank",
+        action="store_true",
+        help="serve POST /v1/rerank: --embeddings with --pooling rank",
     )
     g = p.add_argument_group("engine")
     add_context(g)
@@ -169,5 +188,7 @@ def main(args: argparse.Namespace) -> int:
         chat_template=template,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
+        embeddings=args.embeddings or args.reranking,
+        pooling="rank" if args.reranking else args.pooling,
     )
     return serve(config)

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..batch import QueueFullError, SamplingParams
+from ..embeddings import embedding_data, rerank_ids, tokenize_inputs
 from ..errors import ChatTemplateError, ContextFullError
 from ..tools import ToolError, plan_tools
 from .engine import Generation, ServerConfig, ServerEngine
@@ -58,6 +59,9 @@ PATHS = (
     "/completions",
     "/tokenize",
     "/detokenize",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/rerank",
 )
 OPEN_PATHS = frozenset({"/health"})
 
@@ -167,6 +171,10 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _start(engine: ServerEngine, ids: list[int], params: SamplingParams) -> Generation:
+    if engine.scheduler is None:
+        raise APIError(
+            501, f"this model ({engine.model_id}) only embeds: it has no output head to generate"
+        )
     try:
         return engine.start(ids, params)
     except ContextFullError as e:
@@ -426,6 +434,104 @@ async def detokenize(request: Request) -> Response:
     return JSONResponse({"content": model.detokenize(ids)})
 
 
+def _log_tokens(request: Request, n_tokens: int) -> None:
+    request.scope["rllm"].update(prompt_tokens=n_tokens, cached_tokens=0, completion_tokens=0)
+
+
+async def _embed(
+    engine: ServerEngine, ids: list[list[int]], pooling: str, normalize: int
+) -> tuple[Any, list[int], int]:
+    try:
+        return await asyncio.to_thread(engine.embed, ids, pooling, normalize)
+    except ContextFullError as e:
+        message = f"an input is too long for the context size {engine.model.n_ctx}: {e}"  # type: ignore[union-attr]
+        raise APIError(400, message, param="input", code="context_length_exceeded") from None
+    except ValueError as e:
+        raise APIError(400, str(e), param="input") from None
+
+
+def _embedding_engine(request: Request) -> ServerEngine:
+    engine = _ready(request)
+    if not engine.config.embeddings:
+        raise APIError(501, "This server does not support embeddings. Start it with `--embeddings`")
+    return engine
+
+
+async def embeddings(request: Request) -> Response:
+    """OpenAI's POST /v1/embeddings: ``input`` a string, token ids, or a list of those."""
+    engine = _embedding_engine(request)
+    if engine.pooling == "none":
+        raise APIError(
+            400, "Pooling type 'none' is not OAI compatible. Please use a different pooling type"
+        )
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    if "input" not in body:
+        raise APIError(400, "'input' must be provided", param="input")
+    if body["input"] == [] or body["input"] == "":
+        raise APIError(400, "'input' must not be empty", param="input")
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise APIError(
+            400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format"
+        )
+    normalize = body.get("embd_normalize", 2)
+    if isinstance(normalize, bool) or not isinstance(normalize, int):
+        raise APIError(400, "'embd_normalize' must be an integer", param="embd_normalize")
+    try:
+        ids, _ = tokenize_inputs(model.tokenizer, body["input"])
+    except TypeError as e:
+        raise APIError(400, str(e), param="input") from None
+    vectors, rows, n_tokens = await _embed(engine, ids, engine.pooling, normalize)
+    _log_tokens(request, n_tokens)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": embedding_data(vectors, rows, False, fmt),
+            "model": engine.model_id,
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
+    )
+
+
+async def rerank(request: Request) -> Response:
+    """llama-server's POST /v1/rerank: ``query``, ``documents``, ``top_n`` -> ``results`` of
+    ``index`` and ``relevance_score``, best first."""
+    engine = _embedding_engine(request)
+    if engine.pooling != "rank":
+        raise APIError(
+            501,
+            "This server does not support reranking. Start it with `--reranking` "
+            "and a reranker model",
+        )
+    body = await _json_body(request, engine.config.max_body_bytes)
+    model = engine.model
+    assert model is not None
+    query = body.get("query")
+    if not isinstance(query, str):
+        raise APIError(400, "'query' must be a string", param="query")
+    docs = body.get("documents", body.get("texts"))
+    if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
+        raise APIError(400, "'documents' must be a non-empty list of strings", param="documents")
+    top_n = body.get("top_n", len(docs))
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+        raise APIError(400, "'top_n' must be a non-negative integer", param="top_n")
+    ids = [rerank_ids(model.tokenizer, query, d) for d in docs]
+    scores, _, n_tokens = await _embed(engine, ids, "rank", -1)
+    results = [{"index": i, "relevance_score": float(scores[i, 0])} for i in range(len(docs))]
+    results.sort(key=lambda r: -r["relevance_score"])
+    _log_tokens(request, n_tokens)
+    return JSONResponse(
+        {
+            "model": body.get("model", engine.model_id),
+            "object": "list",
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+            "results": results[:top_n],
+        }
+    )
+
+
 # --- the application -----------------------------------------------------------------------
 
 
@@ -461,6 +567,10 @@ def create_app(engine: ServerEngine) -> ASGIApp:
         Route("/completions", completions, methods=post),
         Route("/tokenize", tokenize, methods=post),
         Route("/detokenize", detokenize, methods=post),
+        Route("/v1/embeddings", embeddings, methods=post),
+        Route("/embeddings", embeddings, methods=post),
+        Route("/v1/rerank", rerank, methods=post),
+        Route("/rerank", rerank, methods=post),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         APIError: _api_error,
@@ -523,12 +633,13 @@ def serve(config: ServerConfig) -> int:
             server.should_exit = True
             return
         s = engine.scheduler
-        assert s is not None
+        slots = f"{s.n_slots} slots of {s.n_ctx} tokens" if s else "embeddings only"
+        if config.embeddings:
+            slots += f", embeddings ({engine.pooling} pooling)"
         log.info(
-            "model %s ready: %d slots of %d tokens, %s",
+            "model %s ready: %s, %s",
             engine.model_id,
-            s.n_slots,
-            s.n_ctx,
+            slots,
             "API key required" if config.api_keys else "no API key",
         )
 

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..batch import Chunk, Request, SamplingParams, Scheduler
 from ..model import Model
 from .metrics import Metrics
@@ -36,6 +38,10 @@ class ServerConfig:
     chat_template: str | None = None
     max_body_bytes: int = 1 << 20
     max_queue: int = 64
+    # /v1/embeddings and /v1/rerank (llama-server's --embeddings), with this pooling (None:
+    # the model's)
+    embeddings: bool = False
+    pooling: str | None = None
 
 
 class Generation:
@@ -73,7 +79,9 @@ class ServerEngine:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.model: Model | None = None
+        # None for a model that only embeds (bert)
         self.scheduler: Scheduler | None = None
+        self.pooling = "none"
         self.model_id = config.alias or Path(config.model).name
         self.created = int(time.time())
         self.ready = threading.Event()
@@ -103,6 +111,15 @@ class ServerEngine:
                     f"{per_slot} tokens each; raise -c or lower --parallel"
                 )
             model.n_ctx = per_slot
+            if cfg.embeddings:
+                # Embeddings take whole inputs: their own runner with the whole context.
+                model.n_ctx = total
+                self.pooling = cfg.pooling or model.pooling
+                model.embedder.dim(self.pooling)  # an unknown pooling fails here
+                model.n_ctx = per_slot
+                if not model.can_generate:
+                    self.model = model
+                    return
             scheduler = Scheduler(
                 model,
                 n_slots=cfg.n_parallel,
@@ -121,7 +138,7 @@ class ServerEngine:
 
     @property
     def loaded(self) -> bool:
-        return self.scheduler is not None
+        return self.model is not None
 
     def _finished(self, req: Request) -> None:
         end = req.t_end or time.perf_counter()
@@ -133,6 +150,13 @@ class ServerEngine:
             latency=end - req.t_submit,
             cancelled=req.finish_reason == "cancelled",
         )
+
+    def embed(
+        self, inputs: list[list[int]], pooling: str, normalize: int
+    ) -> tuple[np.ndarray, list[int], int]:
+        """Embeddings of token-id inputs (blocking; the model's embedder releases the GIL)."""
+        assert self.model is not None
+        return self.model.embedder.embed(inputs, pooling, normalize)
 
     def start(self, prompt: Sequence[int], params: SamplingParams) -> Generation:
         """Queue a generation (raises ValueError, ContextFullError or QueueFullError)."""

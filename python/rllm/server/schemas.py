@@ -37,6 +37,7 @@ _ERROR_TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     500: "server_error",
+    501: "not_supported_error",
     503: "server_error",
 }
 

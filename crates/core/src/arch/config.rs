@@ -2,16 +2,37 @@
 //! Key names: llama.cpp `src/llama-arch.cpp` (`LLM_KV_NAMES`); defaults and rope scaling:
 //! `src/llama-model.cpp` (`load_hparams`) and `src/llama-context.cpp` (yarn parameters).
 
+use crate::embed::Pooling;
 use crate::gguf::{GgufError, Metadata};
 use crate::ops::{RopeFactors, RopeSpec, RopeStyle};
 
-/// The gated feed-forward's activation.
+/// The feed-forward's activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
-    /// SiLU(gate) · up (llama, qwen2, phi3).
+    /// SiLU(gate) · up (llama, qwen2, phi3, nomic-bert).
     Silu,
     /// GELU-tanh(gate) · up (gemma).
     GeluTanh,
+    /// GELU(up), no gate (bert).
+    Gelu,
+}
+
+/// Which normalization the blocks use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// RMSNorm, before each sub-layer (decoders).
+    RmsPre,
+    /// LayerNorm with bias, after each residual add (bert).
+    LayerPost,
+}
+
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// Rotary embedding of queries and keys.
+    Rope,
+    /// A learned position embedding added to the token embedding (bert).
+    Learned,
 }
 
 #[derive(Clone, Debug)]
@@ -27,7 +48,15 @@ pub struct HParams {
     /// Dimension of one attention head (`attention.key_length`, else n_embd / n_head).
     pub head_dim: usize,
     pub n_ff: usize,
-    pub rms_eps: f32,
+    /// Epsilon of the blocks' norms (`attention.layer_norm_rms_epsilon`, or
+    /// `attention.layer_norm_epsilon` for LayerNorm models).
+    pub norm_eps: f32,
+    pub norm: NormKind,
+    pub positions: Positions,
+    /// Whether a token attends only to earlier ones (`attention.causal`, default true).
+    pub causal: bool,
+    /// The pooling the file asks for embeddings (`pooling_type`), if any.
+    pub pooling: Option<Pooling>,
     /// Rotary embedding of the (global) attention layers.
     pub rope: RopeSpec,
     /// Rotary embedding of the sliding-window layers (the same as `rope` when there are none).
@@ -77,6 +106,21 @@ impl HParams {
         let n_ctx_train = meta.usize(&key("context_length"))?;
         let n_layer = meta.usize(&key("block_count"))?;
         let rope = rope_spec(meta, &key, rope_style, head_dim, n_ctx_train)?;
+        let norm_eps = match meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))? {
+            Some(eps) => eps,
+            None => match meta.opt_f32(&key("attention.layer_norm_epsilon"))? {
+                Some(eps) => eps,
+                // Neither: report the usual key.
+                None => meta.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            },
+        };
+        let pooling = match meta.opt_usize(&key("pooling_type"))? {
+            None => None,
+            Some(id) => Some(Pooling::from_id(id).ok_or_else(|| GgufError::InvalidValue {
+                key: key("pooling_type"),
+                why: format!("{id} is not a pooling type (0 none, 1 mean, 2 cls, 3 last, 4 rank)"),
+            })?),
+        };
         let hp = HParams {
             arch: arch.to_owned(),
             n_vocab,
@@ -87,7 +131,11 @@ impl HParams {
             n_head_kv,
             head_dim,
             n_ff: meta.usize(&key("feed_forward_length"))?,
-            rms_eps: meta.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            norm_eps,
+            norm: NormKind::RmsPre,
+            positions: Positions::Rope,
+            causal: meta.opt_bool(&key("attention.causal"))?.unwrap_or(true),
+            pooling,
             rope_swa: rope.clone(),
             rope,
             n_swa: None,
@@ -175,10 +223,10 @@ impl HParams {
                 ),
             );
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return bad(
                 "attention.layer_norm_rms_epsilon",
-                format!("{} is not positive", self.rms_eps),
+                format!("{} is not positive", self.norm_eps),
             );
         }
         if !(self.rope.freq_base.is_finite() && self.rope.freq_base > 0.0) {

@@ -2,13 +2,14 @@
 //! tensors its blocks have — over the shared decoder in [`crate::forward`]. The registry is
 //! keyed by `general.architecture`. Tensor names: llama.cpp `src/llama-arch.cpp`.
 
+mod bert;
 pub mod config;
 mod gemma3;
 mod llama;
 mod phi3;
 mod qwen2;
 
-pub use config::{Activation, HParams};
+pub use config::{Activation, HParams, NormKind, Positions};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufError, GgufFile};
@@ -16,7 +17,7 @@ use crate::ops::{RopeFactors, RopeStyle};
 use crate::tensor::{Matrix, TensorLoader};
 
 /// Architectures rllm can run, by their `general.architecture` name.
-pub const SUPPORTED: &[&str] = &["gemma3", "llama", "phi3", "qwen2"];
+pub const SUPPORTED: &[&str] = &["bert", "gemma3", "llama", "nomic-bert", "phi3", "qwen2"];
 
 /// The query, key and value projections: three matrices, or one fused `[q; k; v]`.
 // One per layer, built once at load: the size difference of the variants costs nothing.
@@ -35,11 +36,14 @@ pub enum Qkv {
     Fused(Matrix),
 }
 
-/// One decoder block's weights. Optional parts are `None` where an architecture lacks them.
+/// One block's weights. Optional parts are `None` where an architecture lacks them.
 #[derive(Clone, Debug)]
 pub struct Layer {
-    /// `[n_embd]`
+    /// `[n_embd]`: the attention sub-layer's norm, before it (RMSNorm) or after its residual
+    /// add (bert's LayerNorm), as [`HParams::norm`] says.
     pub attn_norm: Vec<f32>,
+    /// `[n_embd]`: LayerNorm bias.
+    pub attn_norm_b: Option<Vec<f32>>,
     pub qkv: Qkv,
     /// `[q_dim + 2 kv_dim]`: biases of q, k and v, concatenated.
     pub qkv_bias: Option<Vec<f32>>,
@@ -52,30 +56,60 @@ pub struct Layer {
     pub wo_bias: Option<Vec<f32>>,
     /// `[n_embd]`: RMSNorm of the attention output before the residual add.
     pub post_attn_norm: Option<Vec<f32>>,
-    /// `[n_embd]`
+    /// `[n_embd]`: the FFN sub-layer's norm, placed as `attn_norm`.
     pub ffn_norm: Vec<f32>,
-    /// `[n_ff, n_embd]`; `None` when `ffn_up` holds gate and up fused.
+    /// `[n_embd]`
+    pub ffn_norm_b: Option<Vec<f32>>,
+    /// `[n_ff, n_embd]`; `None` when `ffn_up` holds gate and up fused, or when the FFN has no
+    /// gate ([`Activation::Gelu`]).
     pub ffn_gate: Option<Matrix>,
     /// `[n_ff, n_embd]`, or `[2 n_ff, n_embd]` with the gate first when fused.
     pub ffn_up: Matrix,
+    /// `[n_ff]`
+    pub ffn_up_b: Option<Vec<f32>>,
     /// `[n_embd, n_ff]`
     pub ffn_down: Matrix,
+    /// `[n_embd]`
+    pub ffn_down_b: Option<Vec<f32>>,
     /// `[n_embd]`: RMSNorm of the FFN output before the residual add.
     pub post_ffn_norm: Option<Vec<f32>>,
 }
 
-/// All weights of a decoder-only model.
+/// All weights of a model.
 #[derive(Clone, Debug)]
 pub struct Weights {
     /// `[n_vocab, n_embd]`
     pub token_embd: Matrix,
+    /// `[n_ctx_train, n_embd]`: learned positions ([`Positions::Learned`]).
+    pub pos_embd: Option<Matrix>,
+    /// `[n_embd]`: the embedding of token type 0, added to every token (llama.cpp gives all
+    /// tokens type 0 too).
+    pub type_embd: Option<Vec<f32>>,
+    /// `[n_embd]` weight and bias of the LayerNorm of the input embeddings (bert).
+    pub embd_norm: Option<(Vec<f32>, Vec<f32>)>,
     pub layers: Vec<Layer>,
-    /// `[n_embd]`
-    pub output_norm: Vec<f32>,
-    /// `[n_vocab, n_embd]`; the token embedding itself when the file ties them.
-    pub output: Matrix,
+    /// `[n_embd]`; encoders have none.
+    pub output_norm: Option<Vec<f32>>,
+    /// `[n_vocab, n_embd]`; the token embedding itself when the file ties them. Encoders
+    /// (bert) have no output head: they only embed.
+    pub output: Option<Matrix>,
     /// `[n_vocab]`
     pub output_bias: Option<Vec<f32>>,
+    /// The classifier of rank pooling (rerankers).
+    pub cls: ClsHead,
+}
+
+/// A dense layer: `[rows, cols]` weight and optional `[rows]` bias.
+pub type Dense = (Matrix, Option<Vec<f32>>);
+
+/// Rank pooling's classification head (llama.cpp `build_pooling`): the pooled vector goes
+/// through `tanh(dense)` then `out`, each where present.
+#[derive(Clone, Debug, Default)]
+pub struct ClsHead {
+    /// `[n_embd, n_embd]`
+    pub dense: Option<Dense>,
+    /// `[n_cls_out, n_embd]`
+    pub out: Option<Dense>,
 }
 
 /// Read hyper-parameters and weights for the architecture the file declares.
@@ -89,6 +123,8 @@ pub fn load(file: &GgufFile) -> Result<(HParams, Weights)> {
         "qwen2" => qwen2::load,
         "gemma3" => gemma3::load,
         "phi3" => phi3::load,
+        "bert" => bert::load_bert,
+        "nomic-bert" => bert::load_nomic_bert,
         other => {
             return Err(Error::UnsupportedArchitecture {
                 path: file.path.clone(),
@@ -167,6 +203,7 @@ fn load_layer(t: &mut TensorLoader, hp: &HParams, i: usize) -> Result<Layer> {
     let (qkv, qkv_bias) = load_qkv(t, hp, i)?;
     Ok(Layer {
         attn_norm: t.vector(&name(i, "attn_norm.weight"), e)?,
+        attn_norm_b: None,
         qkv,
         qkv_bias,
         q_norm: None,
@@ -175,9 +212,12 @@ fn load_layer(t: &mut TensorLoader, hp: &HParams, i: usize) -> Result<Layer> {
         wo_bias: t.opt_vector(&name(i, "attn_output.bias"), e)?,
         post_attn_norm: None,
         ffn_norm: t.vector(&name(i, "ffn_norm.weight"), e)?,
+        ffn_norm_b: None,
         ffn_gate: Some(t.matrix(&name(i, "ffn_gate.weight"), hp.n_ff, e)?),
         ffn_up: t.matrix(&name(i, "ffn_up.weight"), hp.n_ff, e)?,
+        ffn_up_b: None,
         ffn_down: t.matrix(&name(i, "ffn_down.weight"), e, hp.n_ff)?,
+        ffn_down_b: None,
         post_ffn_norm: None,
     })
 }
@@ -189,11 +229,15 @@ fn load_embeddings(t: &mut TensorLoader, hp: &HParams, layers: Vec<Layer>) -> Re
         .opt_matrix("output.weight", hp.n_vocab, hp.n_embd)?
         .unwrap_or_else(|| token_embd.clone());
     Ok(Weights {
-        output_norm: t.vector("output_norm.weight", hp.n_embd)?,
+        output_norm: Some(t.vector("output_norm.weight", hp.n_embd)?),
         output_bias: t.opt_vector("output.bias", hp.n_vocab)?,
         token_embd,
-        output,
+        pos_embd: None,
+        type_embd: None,
+        embd_norm: None,
+        output: Some(output),
         layers,
+        cls: ClsHead::default(),
     })
 }
 

@@ -30,6 +30,7 @@ pub fn load(t: &mut TensorLoader) -> Result<(HParams, Weights)> {
         let (qkv, qkv_bias) = load_qkv(t, &hp, i)?;
         layers.push(Layer {
             attn_norm: t.vector(&name(i, "attn_norm.weight"), e)?,
+            attn_norm_b: None,
             qkv,
             qkv_bias,
             q_norm: None,
@@ -38,9 +39,12 @@ pub fn load(t: &mut TensorLoader) -> Result<(HParams, Weights)> {
             wo_bias: t.opt_vector(&name(i, "attn_output.bias"), e)?,
             post_attn_norm: None,
             ffn_norm: t.vector(&name(i, "ffn_norm.weight"), e)?,
+            ffn_norm_b: None,
             ffn_gate: None,
             ffn_up: t.matrix(&name(i, "ffn_up.weight"), 2 * hp.n_ff, e)?,
+            ffn_up_b: None,
             ffn_down: t.matrix(&name(i, "ffn_down.weight"), e, hp.n_ff)?,
+            ffn_down_b: None,
             post_ffn_norm: None,
         });
     }
