@@ -51,6 +51,33 @@ def test_import_rllm_does_not_import_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ({}, "give model=PATH_OR_NAME or hf_repo"),
+        ({"model": "m.gguf", "hf_repo": "user/model"}, "model or hf_repo, not both"),
+        ({"hf_repo": "no-slash"}, "not a Hugging Face repository"),
+        ({"model": "m.gguf", "threads": "two"}, "threads must be int, got 'two'"),
+        ({"model": "m.gguf", "parallel": "0"}, "parallel must be at least 1"),
+        ({"model": "m.gguf", "autoscaling_config": "[1]"}, "autoscaling_config must be dict"),
+        (
+            {"model": "m.gguf", "num_replicas": 2, "autoscaling_config": "{}"},
+            "num_replicas or autoscaling_config, not both",
+        ),
+        ({"model": "m.gguf", "slots": "4"}, r"unknown arguments \['slots'\]"),
+    ],
+)
+def test_app_arguments_are_checked(args: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        rllm.ray.app(args)
+
+
+def test_app_takes_text_as_serve_run_passes_it() -> None:
+    scaling = '{"min_replicas": 1, "max_replicas": 3}'
+    built = rllm.ray.app({"model": "m.gguf", "threads": "2", "autoscaling_config": scaling})
+    assert isinstance(built, serve.Application)
+
+
 @pytest.fixture(scope="module")
 def reference(smollm2_path: Path) -> list[str]:
     gen = rllm.BatchGenerator(str(smollm2_path), n_parallel=4, n_threads=1)
@@ -182,7 +209,7 @@ def test_ray_data_generate(cluster: None, smollm2_path: Path, reference: list[st
             "max_tokens": MAX_TOKENS,
             "temperature": 0,
         },
-        concurrency=2,
+        compute=ray.data.ActorPoolStrategy(size=2),  # `concurrency=2` before Ray 2.51
         num_cpus=1,
         batch_size=4,
     )
