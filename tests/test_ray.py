@@ -64,6 +64,8 @@ def test_import_rllm_does_not_import_ray() -> None:
             {"model": "m.gguf", "num_replicas": 2, "autoscaling_config": "{}"},
             "num_replicas or autoscaling_config, not both",
         ),
+        ({"model": "m.gguf", "api_key": "two words"}, "api_key must be non-empty"),
+        ({"model": "m.gguf", "chat_template": "no-such-template"}, "no-such-template"),
         ({"model": "m.gguf", "slots": "4"}, r"unknown arguments \['slots'\]"),
     ],
 )

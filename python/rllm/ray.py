@@ -27,6 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batch import BatchGenerator
+from .chat import ChatTemplate
 from .hub import download, parse_hf_spec
 from .server.app import create_app
 from .server.engine import ServerConfig, ServerEngine
@@ -187,13 +188,18 @@ def app(args: Mapping[str, Any]) -> serve.Application:
     elif a["model"] is None:
         raise ValueError("rllm.ray: give model=PATH_OR_NAME or hf_repo=USER/MODEL[:QUANT]")
     keys = a["api_key"]
+    keys = [keys] if isinstance(keys, str) else list(keys or ())
+    if any(not isinstance(k, str) or not k or any(c.isspace() for c in k) for k in keys):
+        raise ValueError("rllm.ray: an api_key must be non-empty text without whitespace")
+    if a["chat_template"] is not None:
+        ChatTemplate.from_spec(a["chat_template"])  # a bad name or Jinja fails here, not per node
     config = ServerConfig(
         model=a["model"] or "",
         n_ctx=a["ctx_size"],
         n_parallel=a["parallel"],
         n_threads=a["threads"],
         n_batch=a["batch_size"],
-        api_keys=tuple([keys] if isinstance(keys, str) else keys or ()),
+        api_keys=tuple(keys),
         alias=a["alias"],
         chat_template=a["chat_template"],
         max_body_bytes=a["max_body_bytes"],
