@@ -552,6 +552,27 @@ def test_health_is_503_while_loading() -> None:
         assert_error(r, 503, says="loading")
 
 
+def test_health_is_500_once_the_scheduler_stopped(tiny_path: Path) -> None:
+    engine = ServerEngine(ServerConfig(model=str(tiny_path), n_ctx=256))
+    engine.load()
+    app = create_app(engine)
+
+    async def health() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.get("/health")
+
+    try:
+        assert engine.running
+        assert asyncio.run(health()).status_code == 200
+        assert engine.scheduler is not None
+        engine.scheduler.close()
+        assert not engine.running
+        assert_error(asyncio.run(health()), 500, says="the scheduler stopped")
+    finally:
+        engine.close()
+
+
 # --- a real model ---------------------------------------------------------------------------
 
 

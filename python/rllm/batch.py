@@ -233,6 +233,11 @@ class Scheduler:
     def idle(self) -> bool:
         return not self._requests
 
+    @property
+    def running(self) -> bool:
+        """Whether the background thread of :meth:`start` is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     # --- the loop --------------------------------------------------------------------------
 
     def start(self) -> None:

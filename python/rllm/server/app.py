@@ -245,6 +245,8 @@ async def health(request: Request) -> Response:
         return _error(500, "the model failed to load")
     if not engine.loaded:
         return _error(503, "the model is loading")
+    if not engine.running:
+        return _error(500, "the scheduler stopped")
     return JSONResponse({"status": "ok"})
 
 

@@ -140,6 +140,12 @@ class ServerEngine:
     def loaded(self) -> bool:
         return self.model is not None
 
+    @property
+    def running(self) -> bool:
+        """Loaded, and the scheduler's thread still steps (``/health`` and Ray Serve's
+        ``check_health`` both ask this)."""
+        return self.scheduler is not None and self.scheduler.running
+
     def _finished(self, req: Request) -> None:
         end = req.t_end or time.perf_counter()
         self.metrics.generation(
