@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import rllm
@@ -66,6 +67,8 @@ def test_import_rllm_does_not_import_ray() -> None:
         ),
         ({"model": "m.gguf", "api_key": "two words"}, "api_key must be non-empty"),
         ({"model": "m.gguf", "chat_template": "no-such-template"}, "no-such-template"),
+        ({"model": "m.gguf", "embeddings": "maybe"}, "embeddings must be bool, got 'maybe'"),
+        ({"model": "m.gguf", "pooling": "max"}, "pooling must be one of"),
         ({"model": "m.gguf", "slots": "4"}, r"unknown arguments \['slots'\]"),
     ],
 )
@@ -130,6 +133,8 @@ class TestServe:
             "ctx_size": "1024",
             "api_key": KEY,
             "alias": "smol",
+            "embeddings": "true",
+            "pooling": "mean",
         }
         try:
             serve.run(rllm.ray.app(args), name="rllm", route_prefix="/")
@@ -172,6 +177,14 @@ class TestServe:
         assert len([p for p in pieces if p]) > 1, "the reply came in one piece, not streamed"
         assert "".join(pieces) == whole.choices[0].message.content
         assert reasons[-1] == whole.choices[0].finish_reason == "length"
+
+    def test_embeddings(self, client: openai.OpenAI, smollm2_path: Path) -> None:
+        texts = ["The cat sat on the mat.", "Rust and Python"]
+        got = client.embeddings.create(model="smol", input=texts).data
+        want = rllm.Model(str(smollm2_path), n_threads=1).embed(texts, pooling="mean")
+        assert len(got) == 2
+        for item, vector in zip(got, want):
+            assert np.allclose(item.embedding, vector, atol=1e-5)
 
     def test_models_health_and_api_key(self, url: str, client: openai.OpenAI) -> None:
         assert [m.id for m in client.models.list()] == ["smol"]

@@ -32,6 +32,8 @@ from .hub import download, parse_hf_spec
 from .server.app import create_app
 from .server.engine import ServerConfig, ServerEngine
 
+POOLINGS = ("none", "mean", "cls", "last", "rank")  # as `rllm serve --pooling`
+
 __all__ = ["Generate", "app"]
 
 REPLICA_HEADER = "x-rllm-replica"  # names the Serve replica that answered
@@ -50,6 +52,9 @@ _ARGS: dict[str, tuple[type, Any]] = {
     "alias": (str, None),
     "chat_template": (str, None),
     "max_body_bytes": (int, 1 << 20),
+    "embeddings": (bool, False),
+    "pooling": (str, None),
+    "reranking": (bool, False),
     "num_replicas": (int, 1),
     "autoscaling_config": (dict, None),
 }
@@ -141,7 +146,11 @@ def _value(name: str, value: Any) -> Any:
     kind, _ = _ARGS[name]
     if value is None or isinstance(value, kind) and not isinstance(value, bool):
         return value
-    if kind is int and isinstance(value, str):
+    if kind is bool and isinstance(value, (bool, str)):
+        text = str(value).lower()
+        if text in ("true", "1", "yes", "false", "0", "no"):
+            return text in ("true", "1", "yes")
+    elif kind is int and isinstance(value, str):
         try:
             return int(value)
         except ValueError:
@@ -168,8 +177,9 @@ def app(args: Mapping[str, Any]) -> serve.Application:
     (``USER/MODEL[:QUANT]``, with ``hf_file`` and ``hf_token``), downloaded by each replica;
     ``ctx_size`` (all slots of a replica together, as ``rllm serve -c``), ``batch_size``,
     ``api_key`` (one key, or a list in a config file), ``alias``, ``chat_template``,
-    ``max_body_bytes``; and Serve's ``num_replicas`` or ``autoscaling_config`` (a mapping,
-    or its JSON on the command line)."""
+    ``max_body_bytes``; ``embeddings`` (serve /v1/embeddings), ``pooling`` and
+    ``reranking`` (/v1/rerank) as ``rllm serve``'s flags; and Serve's ``num_replicas`` or
+    ``autoscaling_config`` (a mapping, or its JSON on the command line)."""
     unknown = sorted(set(args) - set(_ARGS))
     if unknown:
         raise ValueError(f"rllm.ray: unknown arguments {unknown}; known: {sorted(_ARGS)}")
@@ -191,6 +201,8 @@ def app(args: Mapping[str, Any]) -> serve.Application:
     keys = [keys] if isinstance(keys, str) else list(keys or ())
     if any(not isinstance(k, str) or not k or any(c.isspace() for c in k) for k in keys):
         raise ValueError("rllm.ray: an api_key must be non-empty text without whitespace")
+    if a["pooling"] not in (None, *POOLINGS):
+        raise ValueError(f"rllm.ray: pooling must be one of {POOLINGS}, got {a['pooling']!r}")
     if a["chat_template"] is not None:
         ChatTemplate.from_spec(a["chat_template"])  # a bad name or Jinja fails here, not per node
     config = ServerConfig(
@@ -203,6 +215,8 @@ def app(args: Mapping[str, Any]) -> serve.Application:
         alias=a["alias"],
         chat_template=a["chat_template"],
         max_body_bytes=a["max_body_bytes"],
+        embeddings=a["embeddings"] or a["reranking"],
+        pooling="rank" if a["reranking"] else a["pooling"],
     )
     options: dict[str, Any] = {
         "max_ongoing_requests": a["parallel"],
