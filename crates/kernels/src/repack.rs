@@ -374,6 +374,24 @@ mod tests {
     use crate::blocks::{dequantize_row, quantize_row};
     use crate::types::GgmlType;
 
+    /// Every repackable type, with the block type it is packed from.
+    const KINDS: [(PackKind, GgmlType); 8] = [
+        (PackKind::Q4_0, GgmlType::Q4_0),
+        (PackKind::Q4_1, GgmlType::Q4_1),
+        (PackKind::Q5_0, GgmlType::Q5_0),
+        (PackKind::Q5_1, GgmlType::Q5_1),
+        (PackKind::Q8_0, GgmlType::Q8_0),
+        (PackKind::Q4K, GgmlType::Q4_K),
+        (PackKind::Q5K, GgmlType::Q5_K),
+        (PackKind::Q6K, GgmlType::Q6_K),
+    ];
+
+    /// A seeded linear-congruential step (deterministic test data without a dependency).
+    fn next(seed: &mut u64) -> u64 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        *seed
+    }
+
     /// The tier's vectorized packer writes exactly what the reference code writes, on random
     /// bytes (any codes, any f16 bits) and with a partial last group.
     #[test]
@@ -382,25 +400,12 @@ mod tests {
         if !crate::dispatch::Isa::Avx512.is_available() {
             return;
         }
-        let kinds = [
-            (PackKind::Q4_0, GgmlType::Q4_0),
-            (PackKind::Q4_1, GgmlType::Q4_1),
-            (PackKind::Q5_0, GgmlType::Q5_0),
-            (PackKind::Q5_1, GgmlType::Q5_1),
-            (PackKind::Q8_0, GgmlType::Q8_0),
-            (PackKind::Q4K, GgmlType::Q4_K),
-            (PackKind::Q5K, GgmlType::Q5_K),
-            (PackKind::Q6K, GgmlType::Q6_K),
-        ];
         let mut seed = 9u64;
-        for (kind, ty) in kinds {
+        for (kind, ty) in KINDS {
             for (n_rows, n_cols) in [(16, 256), (37, 768), (48, 512)] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let bytes: Vec<u8> = (0..n_rows * rb)
-                    .map(|_| {
-                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        (seed >> 56) as u8
-                    })
+                    .map(|_| (next(&mut seed) >> 56) as u8)
                     .collect();
                 let slow = Packed::new(kind, &bytes, rb, n_cols, None);
                 let fast = Packed::new(
@@ -424,27 +429,14 @@ mod tests {
     /// Every packed code, scale and min read back as a value equals dequantization.
     #[test]
     fn packed_rows_dequantize_like_the_blocks() {
-        let kinds = [
-            (PackKind::Q4_0, GgmlType::Q4_0),
-            (PackKind::Q4_1, GgmlType::Q4_1),
-            (PackKind::Q5_0, GgmlType::Q5_0),
-            (PackKind::Q5_1, GgmlType::Q5_1),
-            (PackKind::Q8_0, GgmlType::Q8_0),
-            (PackKind::Q4K, GgmlType::Q4_K),
-            (PackKind::Q5K, GgmlType::Q5_K),
-            (PackKind::Q6K, GgmlType::Q6_K),
-        ];
         let mut seed = 5u64;
-        for (kind, ty) in kinds {
+        for (kind, ty) in KINDS {
             let (n_rows, n_cols) = (19, 512);
             let rb = ty.row_bytes(n_cols).unwrap();
             let mut bytes = vec![0u8; n_rows * rb];
             for row in bytes.chunks_mut(rb) {
                 let x: Vec<f32> = (0..n_cols)
-                    .map(|_| {
-                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                    })
+                    .map(|_| ((next(&mut seed) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
                     .collect();
                 quantize_row(ty, &x, row, None);
             }
