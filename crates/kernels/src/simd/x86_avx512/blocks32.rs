@@ -127,12 +127,22 @@ impl Acts {
             let n = (nb - g).min(16);
             let ag = &a[ab * g..ab * (g + n)];
             let d: &mut [f32; 16] = (&mut self.d[g..g + 16]).try_into().expect("16");
+            let dv = if n == 16 {
+                scales16(ag, const { &scale_plan(fmt::<F>().act().0, 0) })
+            } else {
+                cvt_f16x16(f16x16(ag, 0, ab, n))
+            };
             // SAFETY: `d` is 16 writable f32.
-            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), cvt_f16x16(f16x16(ag, 0, ab, n))) };
+            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), dv) };
             if f.mins() {
                 let s: &mut [f32; 16] = (&mut self.s[g..g + 16]).try_into().expect("16");
+                let sv = if n == 16 {
+                    scales16(ag, const { &scale_plan(fmt::<F>().act().0, 2) })
+                } else {
+                    cvt_f16x16(f16x16(ag, 2, ab, n))
+                };
                 // SAFETY: `s` is 16 writable f32.
-                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), cvt_f16x16(f16x16(ag, 2, ab, n))) };
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), sv) };
             }
         }
         if f.offset() != 0 {
@@ -295,7 +305,7 @@ fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
                 let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
                 *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
             }
-            cvt_f16x16(f16x16(wg, 0, wb, 16))
+            scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0) })
         } else {
             for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
                 let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
@@ -312,7 +322,11 @@ fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
         let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
         acc = _mm512_fmadd_ps(s, isum, acc);
         if f.mins() {
-            let m = cvt_f16x16(f16x16(wg, 2, wb, n));
+            let m = if n == 16 {
+                scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2) })
+            } else {
+                cvt_f16x16(f16x16(wg, 2, wb, n))
+            };
             acc = _mm512_fmadd_ps(m, load_f32x16(&acts.s, g), acc);
         }
         g += 16;

@@ -160,6 +160,65 @@ pub(super) fn f16x16(s: &[u8], off: usize, stride: usize, n: usize) -> [i64; 4] 
     ]
 }
 
+/// Where the scales of 16 blocks lie in 64-byte windows of their bytes, for [`scales16`]: the
+/// f16 at byte `off` of block `b` (of `wb` bytes) is word `idx[p][b] % 32` of window
+/// `2p + idx[p][b] / 32`, for the pair of windows `p` whose bit `b` of `mask[p]` is set.
+pub(super) struct ScalePlan {
+    /// Byte offset of each window (the last one ends at the end of the 16 blocks).
+    start: [usize; 10],
+    idx: [[i16; 32]; 5],
+    mask: [u32; 5],
+    pairs: usize,
+}
+
+/// The [`ScalePlan`] of blocks of `wb` (even, ≥ 4) bytes with their f16 at byte `off` (even).
+pub(super) const fn scale_plan(wb: usize, off: usize) -> ScalePlan {
+    let len = 16 * wb;
+    let windows = len.div_ceil(64);
+    let mut plan = ScalePlan {
+        start: [0; 10],
+        idx: [[0; 32]; 5],
+        mask: [0; 5],
+        pairs: windows.div_ceil(2),
+    };
+    let mut w = 0;
+    while w < 2 * plan.pairs {
+        let s = if 64 * w + 64 <= len { 64 * w } else { len - 64 };
+        plan.start[w] = s;
+        w += 1;
+    }
+    let mut b = 0;
+    while b < 16 {
+        let o = b * wb + off;
+        let mut w = 0;
+        while !(plan.start[w] <= o && o + 2 <= plan.start[w] + 64) {
+            w += 1;
+        }
+        let (p, hi) = (w / 2, w % 2);
+        plan.idx[p][b] = (32 * hi + (o - plan.start[w]) / 2) as i16;
+        plan.mask[p] |= 1 << b;
+        b += 1;
+    }
+    plan
+}
+
+/// The 16 f16 that `plan` locates in `s` (16 whole blocks), as f32: a few 64-byte loads and
+/// word permutes instead of 16 scalar loads.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn scales16(s: &[u8], plan: &ScalePlan) -> __m512 {
+    let mut h = _mm512_setzero_si512();
+    for p in 0..plan.pairs {
+        let a = load64(arr(s, plan.start[2 * p]));
+        let b = load64(arr(s, plan.start[2 * p + 1]));
+        // SAFETY: `idx[p]` is 32 readable i16.
+        let idx = unsafe { _mm512_loadu_si512(plan.idx[p].as_ptr().cast()) };
+        let v = _mm512_permutex2var_epi16(a, idx, b);
+        h = _mm512_mask_mov_epi16(h, plan.mask[p], v);
+    }
+    _mm512_cvtph_ps(_mm512_castsi512_si256(h))
+}
+
 /// 16 f16 packed by [`f16x16`] as f32.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
