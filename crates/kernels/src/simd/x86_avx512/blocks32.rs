@@ -1,11 +1,17 @@
 //! Dot products of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with Q8_0 / Q8_1
-//! activations, 16 blocks per step: two blocks per `vpdpbusd`, the 8 products of a step reduced
-//! to one i32 per block (in block order), then one FMA of 16 lanes, lane `c` being chain `c`
-//! of the parent module's summation order.
+//! activations, 16 blocks per step, then one FMA of 16 lanes, each lane one chain of the
+//! parent module's summation order.
 //!
-//! The activation row is rearranged once per call ([`Acts`]: codes contiguous, the value
-//! offset's correction and the scales per block), so that the weight rows that share it
-//! (`dot_rows`, the decode path) only decode their own blocks.
+//! - Nibble formats: one word permute gathers four blocks' packed codes from two 64-byte
+//!   loads, two `vpdpbusd` take their low and high nibbles, and the four vectors of a step
+//!   reduce to one i32 per block. The sums stay in a transposed lane order ([`TRANSPOSED`]),
+//!   as do the scales and chains, and the chains go back to block order once per row.
+//! - Q8_0: two blocks per `vpdpbusd`, the 8 products of a step reduced to block order.
+//!
+//! The activation row is rearranged once per call ([`Acts`]: codes in the order the kernel
+//! reads them, the value offset's correction and the scales per block), so that the weight
+//! rows that share it (`dot_rows`, the decode path) only decode their own blocks. Weight bytes
+//! are prefetched a little ahead: decode streams them from memory.
 
 use super::*;
 
@@ -57,6 +63,44 @@ impl Fmt {
     }
 }
 
+impl Fmt {
+    /// Whether the codes are nibbles (all but Q8_0): such rows are read four blocks at a time
+    /// ([`quad_nibbles`]) and their activations kept in the matching order.
+    const fn nibbles(self) -> bool {
+        !matches!(self, Fmt::Q8_0)
+    }
+
+    /// Byte offset of the packed codes (`qs`) in a weight block.
+    const fn qs(self) -> usize {
+        match self {
+            Fmt::Q4_0 => 2,
+            Fmt::Q4_1 => 4,
+            Fmt::Q5_0 => 6,
+            Fmt::Q5_1 => 8,
+            Fmt::Q8_0 => 2,
+        }
+    }
+}
+
+/// Word indices for `vpermt2w` that gather the 64 `qs` bytes of four consecutive blocks of
+/// format `f` from two windows: the first 64 bytes of the four blocks and the last 64 (four
+/// blocks of a nibble format span at most 96 bytes, so every word lies in one of them).
+const fn quad_index(f: Fmt) -> [i16; 32] {
+    let span = 4 * f.wb();
+    let mut idx = [0i16; 32];
+    let mut k = 0;
+    while k < 32 {
+        let o = (k / 8) * f.wb() + f.qs() + 2 * (k % 8);
+        idx[k] = if o + 2 <= 64 {
+            (o / 2) as i16
+        } else {
+            (32 + (o - (span - 64)) / 2) as i16
+        };
+        k += 1;
+    }
+    idx
+}
+
 const FMTS: [Fmt; 5] = [Fmt::Q4_0, Fmt::Q4_1, Fmt::Q5_0, Fmt::Q5_1, Fmt::Q8_0];
 
 /// `F` as a format (`F` indexes [`FMTS`]; a const generic cannot be an enum).
@@ -69,12 +113,15 @@ const fn fmt<const F: usize>() -> Fmt {
 struct Acts {
     /// Blocks in the row.
     nb: usize,
-    /// Codes in element order (32 per block).
+    /// Codes, 32 per block: for Q8_0 in element order; for the nibble formats, per four
+    /// blocks, elements 0..16 of each block (64 bytes), then elements 16..32 of each.
     q: Vec<i8>,
-    /// Per block, 8 lanes of `−offset·(sum of 4 codes)`: the value offset's share of each
-    /// `vpdpbusd` lane.
+    /// The value offset's share of the integer sums: for Q8_0 `−offset·(sum of the 4 codes
+    /// that meet one vpdpbusd lane)`, 8 lanes per block; for the nibble formats
+    /// `−offset·(sum of the block's codes)`, one per block in [`TRANSPOSED`] order.
     corr: Vec<i32>,
-    /// Per block, the scale `d` (and Q8_1's `s`) as f32.
+    /// Per block, the scale `d` (and Q8_1's `s`) as f32; for the nibble formats in
+    /// [`TRANSPOSED`] order.
     d: Vec<f32>,
     s: Vec<f32>,
 }
@@ -109,43 +156,77 @@ impl Acts {
         let padded = nb.next_multiple_of(16);
         self.nb = nb;
         // Only the padding must be zero: the rest is overwritten.
-        resize(&mut self.q, 32 * padded, 32 * nb);
+        // Blocks past `nb` must meet zero codes; in the nibble order they start within the
+        // last group of four.
+        let q_from = if f.nibbles() { 128 * (nb / 4) } else { 32 * nb };
+        resize(&mut self.q, 32 * padded, q_from);
         resize(&mut self.d, padded, nb);
         if f.offset() != 0 {
-            resize(&mut self.corr, 8 * padded, 8 * nb);
+            let lanes = if f.nibbles() { 1 } else { 8 };
+            resize(&mut self.corr, lanes * padded, lanes * nb);
         }
         if f.mins() {
             resize(&mut self.s, padded, nb);
         }
         let a = &a[..ab * nb];
         for (b, y) in a.chunks_exact(ab).enumerate() {
-            let q: &mut [i8; 32] = (&mut self.q[32 * b..32 * (b + 1)]).try_into().expect("32");
-            // SAFETY: `q` is 32 writable bytes; `storeu` has no alignment requirement.
-            unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), load32(arr(y, aq))) };
+            if f.nibbles() {
+                let base = 128 * (b / 4) + 16 * (b % 4);
+                for (half, o) in [(0, base), (16, base + 64)] {
+                    let src = &y[aq + half..aq + half + 16];
+                    for (d, &c) in self.q[o..o + 16].iter_mut().zip(src) {
+                        *d = c as i8;
+                    }
+                }
+            } else {
+                let q: &mut [i8; 32] = (&mut self.q[32 * b..32 * (b + 1)]).try_into().expect("32");
+                // SAFETY: `q` is 32 writable bytes; `storeu` has no alignment requirement.
+                unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), load32(arr(y, aq))) };
+            }
         }
         for g in (0..nb).step_by(16) {
             let n = (nb - g).min(16);
             let ag = &a[ab * g..ab * (g + n)];
             let d: &mut [f32; 16] = (&mut self.d[g..g + 16]).try_into().expect("16");
             let dv = if n == 16 {
-                scales16(ag, const { &scale_plan(fmt::<F>().act().0, 0) })
+                scales16(ag, const { &scale_plan(fmt::<F>().act().0, 0, false) })
             } else {
                 cvt_f16x16(f16x16(ag, 0, ab, n))
             };
+            let dv = if f.nibbles() { transpose_ps(dv) } else { dv };
             // SAFETY: `d` is 16 writable f32.
             unsafe { _mm512_storeu_ps(d.as_mut_ptr(), dv) };
             if f.mins() {
                 let s: &mut [f32; 16] = (&mut self.s[g..g + 16]).try_into().expect("16");
                 let sv = if n == 16 {
-                    scales16(ag, const { &scale_plan(fmt::<F>().act().0, 2) })
+                    scales16(ag, const { &scale_plan(fmt::<F>().act().0, 2, false) })
                 } else {
                     cvt_f16x16(f16x16(ag, 2, ab, n))
                 };
+                let sv = if f.nibbles() { transpose_ps(sv) } else { sv };
                 // SAFETY: `s` is 16 writable f32.
                 unsafe { _mm512_storeu_ps(s.as_mut_ptr(), sv) };
             }
         }
-        if f.offset() != 0 {
+        if f.offset() != 0 && f.nibbles() {
+            // Per 16 blocks, the offset times each block's code sum, summed as the rows' are.
+            let off = _mm512_set1_epi8(f.offset() as i8);
+            for (c, q) in self
+                .corr
+                .chunks_exact_mut(16)
+                .zip(self.q.chunks_exact(512))
+                .take(nb.div_ceil(16))
+            {
+                let r: [__m512i; 4] = std::array::from_fn(|i| {
+                    let z = _mm512_setzero_si512();
+                    let lanes = _mm512_dpbusd_epi32(z, off, load_q64(q, 128 * i));
+                    _mm512_dpbusd_epi32(lanes, off, load_q64(q, 128 * i + 64))
+                });
+                let v = _mm512_sub_epi32(_mm512_setzero_si512(), quad_sums_transposed(&r));
+                // SAFETY: `c` is 16 writable i32.
+                unsafe { _mm512_storeu_si512(c.as_mut_ptr().cast(), v) };
+            }
+        } else if f.offset() != 0 {
             let off = _mm512_set1_epi8(f.offset() as i8);
             let pairs = nb.div_ceil(2);
             for (c, q) in self
@@ -190,54 +271,17 @@ fn load_f32x16(s: &[f32], off: usize) -> __m512 {
     unsafe { _mm512_loadu_ps(v.as_ptr()) }
 }
 
-/// Two blocks' unsigned codes in element order, block `x0` in the low half, `x1` in the high
-/// half. Without `x1` (past the end of the row) the high half is junk that meets zero
-/// activation codes.
+/// Two Q8_0 blocks' codes as unsigned bytes (`q ^ 0x80`) in element order, block `x0` in the
+/// low half, `x1` in the high half. Without `x1` (past the end of the row) the high half is
+/// junk that meets zero activation codes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn codes_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>) -> __m512i {
-    let f = fmt::<F>();
-    if f == Fmt::Q8_0 {
-        let q = match x1 {
-            Some(x1) => load32x2(arr(x0, 2), arr(x1, 2)),
-            None => _mm512_castsi256_si512(load32(arr(x0, 2))),
-        };
-        return _mm512_xor_si512(q, _mm512_set1_epi8(0x80u8 as i8));
-    }
-    let qs = match f {
-        Fmt::Q4_0 => 2,
-        Fmt::Q4_1 => 4,
-        Fmt::Q5_0 => 6,
-        _ => 8,
+fn codes_pair_q8(x0: &[u8], x1: Option<&[u8]>) -> __m512i {
+    let q = match x1 {
+        Some(x1) => load32x2(arr(x0, 2), arr(x1, 2)),
+        None => _mm512_castsi256_si512(load32(arr(x0, 2))),
     };
-    let lo = load16(arr(x0, qs));
-    let hi = match x1 {
-        Some(x1) => load16(arr(x1, qs)),
-        None => lo,
-    };
-    // [x0.qs, x0.qs, x1.qs, x1.qs], then the high nibbles from copies 1 and 3.
-    let v = _mm512_castsi256_si512(_mm256_set_m128i(hi, lo));
-    let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(v, v);
-    let shifts = _mm512_set_epi64(
-        0x0004_0004_0004_0004,
-        0x0004_0004_0004_0004,
-        0,
-        0,
-        0x0004_0004_0004_0004,
-        0x0004_0004_0004_0004,
-        0,
-        0,
-    );
-    let nib = _mm512_and_si512(_mm512_srlv_epi16(v, shifts), _mm512_set1_epi8(0x0F));
-    if matches!(f, Fmt::Q5_0 | Fmt::Q5_1) {
-        // The fifth bit of element j is bit j of qh; byte i of the vector is element i % 32.
-        let qh = if f == Fmt::Q5_0 { 2 } else { 4 };
-        let h0 = u32::from_le_bytes(*arr(x0, qh)) as u64;
-        let h1 = x1.map_or(0, |x1| u32::from_le_bytes(*arr(x1, qh)) as u64);
-        _mm512_mask_add_epi8(nib, h0 | (h1 << 32), nib, _mm512_set1_epi8(16))
-    } else {
-        nib
-    }
+    _mm512_xor_si512(q, _mm512_set1_epi8(0x80u8 as i8))
 }
 
 /// The i32 lanes of blocks `b` and `b + 1` (lanes 0..8 and 8..16, 4 products each), the value
@@ -250,7 +294,7 @@ fn dot_pair<const F: usize>(x0: &[u8], x1: Option<&[u8]>, acts: &Acts, b: usize)
     } else {
         _mm512_setzero_si512()
     };
-    _mm512_dpbusd_epi32(init, codes_pair::<F>(x0, x1), load_q64(&acts.q, 32 * b))
+    _mm512_dpbusd_epi32(init, codes_pair_q8(x0, x1), load_q64(&acts.q, 32 * b))
 }
 
 /// Eight vectors of two blocks' lanes (vector `k`: blocks `2k`, `2k + 1`) to one vector of
@@ -266,6 +310,41 @@ fn block_sums(p: &[__m512i; 8]) -> __m512i {
         let odd = _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
         *ri = _mm512_add_epi32(even, odd);
     }
+    quad_sums(&r)
+}
+
+/// Four vectors of four blocks' lanes (128-bit lane `l` of `r[i]` holds 4 partial sums of
+/// block `4i + l`) to one vector of the 16 blocks' sums, in block order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn quad_sums(r: &[__m512i; 4]) -> __m512i {
+    _mm512_permutexvar_epi32(transposed(), quad_sums_transposed(r))
+}
+
+/// Lane `p` holds block `TRANSPOSED[p]` (`4·(p mod 4) + p / 4`, the 4×4 transpose of block
+/// order): where [`quad_sums_transposed`] leaves the sums. The nibble kernels keep their 16
+/// chains in this order and put them back in block order once per row.
+const TRANSPOSED: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// [`TRANSPOSED`] as a permute control (it is its own inverse).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transposed() -> __m512i {
+    // SAFETY: `TRANSPOSED` is 16 readable i32.
+    unsafe { _mm512_loadu_si512(TRANSPOSED.as_ptr().cast()) }
+}
+
+/// 16 f32 from block order to [`TRANSPOSED`] order, or back.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transpose_ps(v: __m512) -> __m512 {
+    _mm512_permutexvar_ps(transposed(), v)
+}
+
+/// [`quad_sums`] left in [`TRANSPOSED`] order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn quad_sums_transposed(r: &[__m512i; 4]) -> __m512i {
     // Within each 128-bit lane l, a 4×4 transpose-and-add: element i becomes block 4i + l.
     let u01 = _mm512_add_epi32(
         _mm512_unpacklo_epi32(r[0], r[1]),
@@ -275,13 +354,88 @@ fn block_sums(p: &[__m512i; 8]) -> __m512i {
         _mm512_unpacklo_epi32(r[2], r[3]),
         _mm512_unpackhi_epi32(r[2], r[3]),
     );
-    let w = _mm512_add_epi32(
+    // Lane 4l + i holds block 4i + l.
+    _mm512_add_epi32(
         _mm512_unpacklo_epi64(u01, u23),
         _mm512_unpackhi_epi64(u01, u23),
-    );
-    // Lane 4l + i holds block 4i + l: transpose back to block order.
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    _mm512_permutexvar_epi32(order, w)
+    )
+}
+
+/// The lanes of four blocks of a nibble format, `x` (their `4·wb` bytes), against their
+/// activation codes `aq` (the [`Acts`] order): 128-bit lane `l` holds 4 partial sums of
+/// block `l` over the unsigned codes (the value offset is taken out per block, later). Two
+/// loads and one word permute gather the four blocks' codes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn quad_nibbles<const F: usize>(x: &[u8], aq: &[i8]) -> __m512i {
+    let f = fmt::<F>();
+    let span = 4 * f.wb();
+    let idx = const { quad_index(fmt::<F>()) };
+    // SAFETY: `idx` is 32 readable i16.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    let v = _mm512_permutex2var_epi16(load64(arr(x, 0)), idx, load64(arr(x, span - 64)));
+    let low = _mm512_set1_epi8(0x0F);
+    let mut lo = _mm512_and_si512(v, low);
+    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+    if matches!(f, Fmt::Q5_0 | Fmt::Q5_1) {
+        // Fifth bits: element i of block j is bit i of its qh; byte 16j + i of `lo` holds
+        // element i, of `hi` element 16 + i.
+        let qh = if f == Fmt::Q5_0 { 2 } else { 4 };
+        let (mut mlo, mut mhi) = (0u64, 0u64);
+        for j in 0..4 {
+            let h = u32::from_le_bytes(*arr(x, j * f.wb() + qh)) as u64;
+            mlo |= (h & 0xFFFF) << (16 * j);
+            mhi |= (h >> 16) << (16 * j);
+        }
+        let sixteen = _mm512_set1_epi8(16);
+        lo = _mm512_mask_add_epi8(lo, mlo, lo, sixteen);
+        hi = _mm512_mask_add_epi8(hi, mhi, hi, sixteen);
+    }
+    let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_q64(aq, 0));
+    _mm512_dpbusd_epi32(s, hi, load_q64(aq, 64))
+}
+
+/// A nibble-format row against the prepared activations: [`row`] with the integer sums from
+/// [`quad_nibbles`], 16 blocks at a time. A last partial group is copied into zeros first
+/// (zero codes and scales; zero activation codes meet them).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn row_nibbles<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
+    let f = fmt::<F>();
+    let wb = f.wb();
+    let nb = (w.len() / wb).min(acts.nb);
+    let mut acc = _mm512_setzero_ps();
+    let mut pad = [0u8; 16 * 24];
+    for g in (0..nb).step_by(16) {
+        let n = (nb - g).min(16);
+        let wg = if n == 16 {
+            &w[wb * g..wb * (g + 16)]
+        } else {
+            pad[..n * wb].copy_from_slice(&w[wb * g..wb * (g + n)]);
+            &pad[..16 * wb]
+        };
+        prefetch_ahead(wg, 16 * wb);
+        let aq = &acts.q[32 * g..32 * g + 512];
+        let r: [__m512i; 4] = std::array::from_fn(|i| {
+            quad_nibbles::<F>(
+                &wg[4 * i * wb..4 * (i + 1) * wb],
+                &aq[128 * i..128 * (i + 1)],
+            )
+        });
+        // Sums, scales and chains in TRANSPOSED order: no permute per group.
+        let mut isum = quad_sums_transposed(&r);
+        if f.offset() != 0 {
+            isum = _mm512_add_epi32(isum, load_i32x16(&acts.corr, g));
+        }
+        let dw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, true) });
+        let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
+        acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum), acc);
+        if f.mins() {
+            let mw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2, true) });
+            acc = _mm512_fmadd_ps(mw, load_f32x16(&acts.s, g), acc);
+        }
+    }
+    hsum16(transpose_ps(acc))
 }
 
 /// One weight row against the prepared activations: the parent module's 16 chains.
@@ -289,6 +443,9 @@ fn block_sums(p: &[__m512i; 8]) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
     let f = fmt::<F>();
+    if f.nibbles() {
+        return row_nibbles::<F>(w, acts);
+    }
     let wb = f.wb();
     let nb = (w.len() / wb).min(acts.nb);
     let mut acc = _mm512_setzero_ps();
@@ -296,6 +453,7 @@ fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
     while g < nb {
         let n = (nb - g).min(16);
         let wg = &w[wb * g..wb * (g + n)];
+        prefetch_ahead(wg, 16 * wb);
         let mut p = [_mm512_setzero_si512(); 8];
         let dw = if n == 16 {
             // Constant offsets into a slice of known length: no bounds checks remain.
@@ -305,7 +463,7 @@ fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
                 let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
                 *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
             }
-            scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0) })
+            scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, false) })
         } else {
             for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
                 let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
@@ -323,7 +481,7 @@ fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
         acc = _mm512_fmadd_ps(s, isum, acc);
         if f.mins() {
             let m = if n == 16 {
-                scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2) })
+                scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2, false) })
             } else {
                 cvt_f16x16(f16x16(wg, 2, wb, n))
             };

@@ -49,6 +49,7 @@ fn dot_scale_min<const Q5: bool>(w: &[u8], a: &[u8]) -> f32 {
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm_setzero_ps();
     for (x, y) in w.chunks_exact(wb).zip(a.chunks_exact(292)) {
+        prefetch_ahead(x, wb);
         let (sc, mn) = scales_mins(arr(x, 4));
         let qh = if Q5 {
             load32(arr(x, 16))
@@ -127,6 +128,7 @@ pub(super) unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
     let high2 = _mm256_set1_epi8(0x30);
     let mut acc = _mm_setzero_ps();
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        prefetch_ahead(x, 210);
         let sc16 = _mm256_cvtepi8_epi16(load16(arr(x, 192)));
         // One accumulator per run of 32 codes: a single one would chain the dpwssd latencies.
         let mut part = [_mm256_setzero_si256(); 4];

@@ -129,6 +129,22 @@ fn hsum16(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
 }
 
+/// How far ahead of the bytes in hand the dot kernels prefetch weights. Decode reads each
+/// thread's weight rows once, one after another: without the hint a core stalls on memory
+/// (1B Q4_0 decode at 2 threads here: +10-15%).
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Prefetch the cache lines `PREFETCH_AHEAD` bytes past the `len` bytes at `x` (past the end
+/// of a row they are the next row's; a prefetch never faults, so any address will do).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prefetch_ahead(x: &[u8], len: usize) {
+    let ahead = x.as_ptr().wrapping_add(PREFETCH_AHEAD).cast::<i8>();
+    for line in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scales of 16 blocks or rows
 
@@ -171,8 +187,9 @@ pub(super) struct ScalePlan {
     pairs: usize,
 }
 
-/// The [`ScalePlan`] of blocks of `wb` (even, ≥ 4) bytes with their f16 at byte `off` (even).
-pub(super) const fn scale_plan(wb: usize, off: usize) -> ScalePlan {
+/// The [`ScalePlan`] of blocks of `wb` (even, ≥ 4) bytes with their f16 at byte `off` (even);
+/// `transposed`: lane `p` takes block `4·(p mod 4) + p / 4` instead of block `p`.
+pub(super) const fn scale_plan(wb: usize, off: usize, transposed: bool) -> ScalePlan {
     let len = 16 * wb;
     let windows = len.div_ceil(64);
     let mut plan = ScalePlan {
@@ -187,17 +204,22 @@ pub(super) const fn scale_plan(wb: usize, off: usize) -> ScalePlan {
         plan.start[w] = s;
         w += 1;
     }
-    let mut b = 0;
-    while b < 16 {
+    let mut lane = 0;
+    while lane < 16 {
+        let b = if transposed {
+            4 * (lane % 4) + lane / 4
+        } else {
+            lane
+        };
         let o = b * wb + off;
         let mut w = 0;
         while !(plan.start[w] <= o && o + 2 <= plan.start[w] + 64) {
             w += 1;
         }
         let (p, hi) = (w / 2, w % 2);
-        plan.idx[p][b] = (32 * hi + (o - plan.start[w]) / 2) as i16;
-        plan.mask[p] |= 1 << b;
-        b += 1;
+        plan.idx[p][lane] = (32 * hi + (o - plan.start[w]) / 2) as i16;
+        plan.mask[p] |= 1 << lane;
+        lane += 1;
     }
     plan
 }
