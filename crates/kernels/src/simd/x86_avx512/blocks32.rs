@@ -88,6 +88,10 @@ impl Fmt {
 const fn quad_index(f: Fmt) -> [i16; 32] {
     let span = 4 * f.wb();
     let mut idx = [0i16; 32];
+    if !f.nibbles() {
+        // Q8_0 never reads quads; its (unused) instance must still evaluate.
+        return idx;
+    }
     let mut k = 0;
     while k < 32 {
         let o = (k / 8) * f.wb() + f.qs() + 2 * (k % 8);
