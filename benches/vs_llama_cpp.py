@@ -43,6 +43,7 @@ if p:
     start = time.perf_counter()
     ctx.eval(ids)
     out["pp"] = p / (time.perf_counter() - start)
+    del ctx                                 # as llama-bench frees a test's context
 if n:
     ctx = _rllm.Context(model, n_ctx=p + n, n_threads=t)
     ctx.eval([1]); ctx.reset()              # warm-up
