@@ -192,24 +192,12 @@ impl Acts {
             let n = (nb - g).min(16);
             let ag = &a[ab * g..ab * (g + n)];
             let d: &mut [f32; 16] = (&mut self.d[g..g + 16]).try_into().expect("16");
-            let dv = if n == 16 {
-                scales16(ag, const { &scale_plan(fmt::<F>().act().0, 0, false) })
-            } else {
-                cvt_f16x16(f16x16(ag, 0, ab, n))
-            };
-            let dv = if f.nibbles() { transpose_ps(dv) } else { dv };
             // SAFETY: `d` is 16 writable f32.
-            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), dv) };
+            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), act_scales::<F, 0>(ag, n)) };
             if f.mins() {
                 let s: &mut [f32; 16] = (&mut self.s[g..g + 16]).try_into().expect("16");
-                let sv = if n == 16 {
-                    scales16(ag, const { &scale_plan(fmt::<F>().act().0, 2, false) })
-                } else {
-                    cvt_f16x16(f16x16(ag, 2, ab, n))
-                };
-                let sv = if f.nibbles() { transpose_ps(sv) } else { sv };
                 // SAFETY: `s` is 16 writable f32.
-                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), sv) };
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr(), act_scales::<F, 2>(ag, n)) };
             }
         }
         if f.offset() != 0 && f.nibbles() {
@@ -245,6 +233,27 @@ impl Acts {
                 unsafe { _mm512_storeu_si512(c.as_mut_ptr().cast(), v) };
             }
         }
+    }
+}
+
+/// The f16 at byte `OFF` of the `n` (≤ 16) activation blocks in `ag` (Q8_0's `d`, Q8_1's `d`
+/// and `s`) as f32, in the lane order format `F`'s kernel reads ([`TRANSPOSED`] for the
+/// nibble formats).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn act_scales<const F: usize, const OFF: usize>(ag: &[u8], n: usize) -> __m512 {
+    let f = fmt::<F>();
+    if n == 16 {
+        return scales16(
+            ag,
+            const { &scale_plan(fmt::<F>().act().0, OFF, fmt::<F>().nibbles()) },
+        );
+    }
+    let v = cvt_f16x16(f16x16(ag, OFF, f.act().0, n));
+    if f.nibbles() {
+        transpose_ps(v)
+    } else {
+        v
     }
 }
 
