@@ -334,11 +334,6 @@ fn quad_sums(r: &[__m512i; 4]) -> __m512i {
     _mm512_permutexvar_epi32(transposed(), quad_sums_transposed(r))
 }
 
-/// Lane `p` holds block `TRANSPOSED[p]` (`4·(p mod 4) + p / 4`, the 4×4 transpose of block
-/// order): where [`quad_sums_transposed`] leaves the sums. The nibble kernels keep their 16
-/// chains in this order and put them back in block order once per row.
-const TRANSPOSED: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
-
 /// [`TRANSPOSED`] as a permute control (it is its own inverse).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]

@@ -176,9 +176,14 @@ pub(super) fn f16x16(s: &[u8], off: usize, stride: usize, n: usize) -> [i64; 4] 
     ]
 }
 
+/// Lane `p` holds block `TRANSPOSED[p]` (`4·(p mod 4) + p / 4`, the 4×4 transpose of block
+/// order): where `blocks32`'s quad sums leave the sums. The nibble kernels keep their 16
+/// chains in this order and put them back in block order once per row.
+const TRANSPOSED: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
 /// Where the scales of 16 blocks lie in 64-byte windows of their bytes, for [`scales16`]: the
-/// f16 at byte `off` of block `b` (of `wb` bytes) is word `idx[p][b] % 32` of window
-/// `2p + idx[p][b] / 32`, for the pair of windows `p` whose bit `b` of `mask[p]` is set.
+/// f16 that goes to lane `l` is word `idx[p][l] % 32` of window `2p + idx[p][l] / 32`, for
+/// the pair of windows `p` whose bit `l` of `mask[p]` is set.
 pub(super) struct ScalePlan {
     /// Byte offset of each window (the last one ends at the end of the 16 blocks).
     start: [usize; 10],
@@ -188,7 +193,7 @@ pub(super) struct ScalePlan {
 }
 
 /// The [`ScalePlan`] of blocks of `wb` (even, ≥ 4) bytes with their f16 at byte `off` (even);
-/// `transposed`: lane `p` takes block `4·(p mod 4) + p / 4` instead of block `p`.
+/// `transposed`: lane `p` takes block `TRANSPOSED[p]` instead of block `p`.
 pub(super) const fn scale_plan(wb: usize, off: usize, transposed: bool) -> ScalePlan {
     let len = 16 * wb;
     let windows = len.div_ceil(64);
@@ -207,7 +212,7 @@ pub(super) const fn scale_plan(wb: usize, off: usize, transposed: bool) -> Scale
     let mut lane = 0;
     while lane < 16 {
         let b = if transposed {
-            4 * (lane % 4) + lane / 4
+            TRANSPOSED[lane] as usize
         } else {
             lane
         };
