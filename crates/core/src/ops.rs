@@ -191,25 +191,14 @@ fn yarn_corr_dims(spec: &RopeSpec) -> (f32, f32) {
     (start, end)
 }
 
-/// Softmax in place; the normalizer is accumulated in f64, as ggml does.
+/// Softmax in place (vectorized `exp`, the same bits on every tier and batch size).
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    rllm_kernels::vec_math::softmax(x)
 }
 
-/// SiLU(gate) · up, written into `gate`.
+/// SiLU(gate) · up, written into `gate` (vectorized as [`softmax`]).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    rllm_kernels::vec_math::swiglu(gate, up)
 }
 
 /// GELU with the tanh approximation, in f32 as ggml computes it.

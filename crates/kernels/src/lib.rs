@@ -12,6 +12,7 @@ pub mod pool;
 mod repack;
 mod simd;
 pub mod types;
+pub mod vec_math;
 
 pub use dispatch::{active_isa, DotKernel, Isa};
 pub use pool::ThreadPool;
