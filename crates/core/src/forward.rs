@@ -487,9 +487,8 @@ fn attention_block(
             ops::softmax(sc);
             let p16 = &mut p16[..2 * n];
             f16_dot.quantize_act(sc, p16);
-            for (d, o) in out.iter_mut().enumerate() {
-                *o = f16_dot.dot(n, cache.value_dim(g * hd + d, first..=last), p16);
-            }
+            let (values, stride) = cache.value_dims(g * hd..(g + 1) * hd, first..=last);
+            f16_dot.dot_rows_strided(n, values, stride, p16, out);
         }
     };
     // Units of one (head, query row): each thread takes a run of them, which covers parts of

@@ -42,11 +42,18 @@ impl KvLayer<'_> {
         bytemuck::cast_slice(&self.k[start..end])
     }
 
-    /// Value dimension `dim` at positions `positions`, as f16 bytes.
-    #[inline]
-    pub fn value_dim(&self, dim: usize, positions: std::ops::RangeInclusive<usize>) -> &[u8] {
-        let row = &self.vt[dim * self.n_ctx..(dim + 1) * self.n_ctx];
-        bytemuck::cast_slice(&row[positions])
+    /// Value dimensions `dims` at positions `positions`, as f16 bytes: the bytes from the
+    /// first dimension's first position to the last one's last, and the stride in bytes
+    /// between dimensions (for `DotKernel::dot_rows_strided`).
+    pub fn value_dims(
+        &self,
+        dims: std::ops::Range<usize>,
+        positions: std::ops::RangeInclusive<usize>,
+    ) -> (&[u8], usize) {
+        let (first, last) = (*positions.start(), *positions.end());
+        let start = dims.start * self.n_ctx + first;
+        let end = (dims.end - 1) * self.n_ctx + last + 1;
+        (bytemuck::cast_slice(&self.vt[start..end]), 2 * self.n_ctx)
     }
 }
 

@@ -235,6 +235,41 @@ impl DotKernel {
         }
     }
 
+    /// `out[i] = dot(n-element row at byte i·stride of w, a)`: rows that do not touch (attention's
+    /// value rows, `n_ctx` apart). The same bits as [`Self::dot`] per row.
+    pub fn dot_rows_strided(&self, n: usize, w: &[u8], stride: usize, a: &[u8], out: &mut [f32]) {
+        let w_row = self.weight.row_bytes(n).unwrap_or_else(|| {
+            panic!(
+                "dot_rows_strided {}: {n} elements are not whole blocks",
+                self.weight
+            )
+        });
+        assert_eq!(
+            a.len(),
+            self.act_row_bytes(n),
+            "dot_rows_strided: activation row"
+        );
+        let Some(last) = out.len().checked_sub(1) else {
+            return;
+        };
+        assert!(
+            stride >= w_row && w.len() >= last * stride + w_row,
+            "dot_rows_strided {}: {} bytes for {} rows of {w_row} at stride {stride}",
+            self.weight,
+            w.len(),
+            out.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if self.weight == GgmlType::F16 && matches!(self.isa, Isa::Avx2 | Isa::Avx512) {
+            // SAFETY: the tier's CPU features are present (`dot_kernel_for` checked); the
+            // kernel bounds its accesses by the slices.
+            return unsafe { crate::simd::x86_avx2::dot_rows_strided_f16(w, stride, a, out) };
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.dot_row(&w[i * stride..i * stride + w_row], a);
+        }
+    }
+
     /// [`Self::dot`] for rows whose lengths the caller has checked.
     #[inline]
     pub(crate) fn dot_row(&self, w: &[u8], a: &[u8]) -> f32 {

@@ -190,12 +190,12 @@ enum Kind {
 }
 
 /// A [`Kind::Lanes32`] tile: one packed group of [`LANES`] weight rows × [`TILE_T32`]
-/// activation rows, `out[r][t]` (min term included).
+/// activation rows, `out[t][r]` (min term included).
 pub(crate) type Lane32TileFn = unsafe fn(
     mins: bool,
     w: &PackedGroup<'_>,
     a: &[ActRow<'_>; TILE_T32],
-    out: &mut [[f32; TILE_T32]; LANES],
+    out: &mut [[f32; LANES]; TILE_T32],
 );
 
 /// A [`Kind::LanesK`] tile: one packed group × [`TILE_TK`] Q8_K activation rows.
@@ -203,7 +203,7 @@ pub(crate) type LaneKTileFn = unsafe fn(
     q6k: bool,
     w: &PackedGroup<'_>,
     a: &[&[u8]; TILE_TK],
-    out: &mut [[f32; TILE_TK]; LANES],
+    out: &mut [[f32; LANES]; TILE_TK],
 );
 
 /// Which activations a [`Gemm`] takes.
@@ -360,7 +360,8 @@ impl Gemm {
             u
         };
         let run_tile =
-            |u: &Unpacked32, rs: [usize; TILE_R], ts: [usize; TILE_T], out: &mut Tile| {
+            |u: &Unpacked32, rs: [usize; TILE_R], ts: [usize; TILE_T], tok: &mut TokTile| {
+                let out = &mut Tile::default();
                 let ws = rs.map(|r| WeightRow {
                     q: &u.q[r * n_cols..(r + 1) * n_cols],
                     scales: &u.scales[r * nb..(r + 1) * nb],
@@ -377,6 +378,7 @@ impl Gemm {
                         }
                     }
                 }
+                transpose(out, tok);
             };
         tiled(pool, w, w_row, a.m, y, unpack_rows, run_tile);
     }
@@ -444,12 +446,15 @@ impl Gemm {
             }
             u
         };
-        let run_tile = |u: &UnpackedK, rs: [usize; TILE_R], ts: [usize; TILE_T], out: &mut Tile| {
-            let ws = rs.map(|r| u.row(r, n_cols));
-            let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
-            // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
-            unsafe { tile(kind, &ws, &acts, out) };
-        };
+        let run_tile =
+            |u: &UnpackedK, rs: [usize; TILE_R], ts: [usize; TILE_T], tok: &mut TokTile| {
+                let ws = rs.map(|r| u.row(r, n_cols));
+                let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
+                let out = &mut Tile::default();
+                // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
+                unsafe { tile(kind, &ws, &acts, out) };
+                transpose(out, tok);
+            };
         tiled(pool, w, w_row, m, y, unpack_rows, run_tile);
     }
 
@@ -486,6 +491,16 @@ impl Gemm {
 
 /// One tile's outputs, `[weight row][activation row]`.
 type Tile = [[f32; TILE_T]; TILE_R];
+/// The same, `[activation row][weight row]`, as [`tiled`] takes them.
+type TokTile = [[f32; TILE_R]; TILE_T];
+
+fn transpose(t: &Tile, out: &mut TokTile) {
+    for (r, row) in t.iter().enumerate() {
+        for (o, &v) in out.iter_mut().zip(row) {
+            o[r] = v;
+        }
+    }
+}
 
 /// Weight rows a thread unpacks at a time: they stay in cache while every activation row is
 /// multiplied with them.
@@ -507,7 +522,7 @@ fn tiled<U, const R: usize, const T: usize>(
     m: usize,
     y: &mut [f32],
     unpack: impl Fn(&[u8]) -> U + Sync,
-    tile: impl Fn(&U, [usize; R], [usize; T], &mut [[f32; T]; R]) + Sync,
+    tile: impl Fn(&U, [usize; R], [usize; T], &mut [[f32; R]; T]) + Sync,
 ) {
     const { assert!(ROWS_PER_PASS % R == 0, "a pass holds whole tiles") };
     let n_rows = w.len() / w_row;
@@ -527,17 +542,15 @@ fn tiled<U, const R: usize, const T: usize>(
             let r1 = cols.end.min(r0 + ROWS_PER_PASS);
             let (rows, c0) = (r1 - r0, r0 - cols.start);
             let u = unpack(&w[r0 * w_row..r1 * w_row]);
-            let mut t = [[0f32; T]; R];
+            let mut t = [[0f32; R]; T];
             for t0 in (0..mb).step_by(T) {
                 let nt = T.min(mb - t0);
                 let ts = std::array::from_fn(|j| t_base + t0 + j.min(nt - 1));
                 for i0 in (0..rows).step_by(R) {
                     let nr = R.min(rows - i0);
                     tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
-                    for (i, ti) in t[..nr].iter().enumerate() {
-                        for (j, &v) in ti[..nt].iter().enumerate() {
-                            out.row(t0 + j)[c0 + i0 + i] = v;
-                        }
+                    for (j, tj) in t[..nt].iter().enumerate() {
+                        out.row(t0 + j)[c0 + i0..c0 + i0 + nr].copy_from_slice(&tj[..nr]);
                     }
                 }
             }

@@ -22,7 +22,7 @@ pub const LANES: usize = 16;
 /// Activation rows per tile of the 32-element-block kernels.
 pub(crate) const TILE_T32: usize = 8;
 /// Activation rows per tile of the K-quant kernels.
-pub(crate) const TILE_TK: usize = 4;
+pub(crate) const TILE_TK: usize = 8;
 
 /// The repackable weight types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -221,9 +221,9 @@ fn float_quantizers_match_scalar_on_special_values() {
     }
 }
 
-/// The many-rows dot equals one dot per row bit for bit (same operations in the same order),
-/// on every tier, for row counts around the 2- and 4-row steps and f16 rows with and without
-/// an 8-element tail.
+/// The many-rows dots (contiguous and strided rows) equal one dot per row bit for bit (same
+/// operations in the same order), on every tier, for row counts around the 2- and 4-row steps
+/// and f16 rows with and without an 8-element tail.
 #[test]
 fn dot_rows_match_single_dots() {
     let mut rng = Rng::new(41);
@@ -253,12 +253,31 @@ fn dot_rows_match_single_dots() {
                     let mut got = vec![f32::NAN; rows];
                     k.dot_rows(n, &w, &a, &mut got);
                     let rb = w.len() / rows;
-                    for (i, &g) in got.iter().enumerate() {
+                    // The same rows 3 bytes further apart, as value rows lie in the cache.
+                    let stride = rb + 3;
+                    let mut spread = vec![0xA5u8; rows * stride];
+                    for (i, row) in w.chunks_exact(rb).enumerate() {
+                        spread[i * stride..i * stride + rb].copy_from_slice(row);
+                    }
+                    let mut strided = vec![f32::NAN; rows];
+                    k.dot_rows_strided(
+                        n,
+                        &spread[..(rows - 1) * stride + rb],
+                        stride,
+                        &a,
+                        &mut strided,
+                    );
+                    for (i, (&g, &s)) in got.iter().zip(&strided).enumerate() {
                         let want = k.dot(n, &w[i * rb..(i + 1) * rb], &a);
                         assert_eq!(
                             g.to_bits(),
                             want.to_bits(),
                             "{ty} {isa} n={n} rows={rows} row {i}: {g} vs {want}"
+                        );
+                        assert_eq!(
+                            s.to_bits(),
+                            want.to_bits(),
+                            "strided {ty} {isa} n={n} row {i}"
                         );
                     }
                 }

@@ -519,57 +519,76 @@ unsafe fn hsum4_ps(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
     }
 }
 
-/// F16 rows (attention keys, `n` = head size) against one f16 row, two rows per pass so each
-/// activation chunk is converted once for both. Per row the operations and their order are
-/// those of `vec_dot_f16` (four accumulators over 32-element steps, 8-element remainder into
-/// the first, same reduction); rows whose length is not a multiple of 8 go to it directly.
+/// F16 rows against one f16 row (contiguous rows: attention keys, F16 weights).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_f16(w: &[u8], a: &[u8], out: &mut [f32]) {
-    let rb = w.len() / out.len();
-    if rb % 16 != 0 {
-        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
-            *o = unsafe { vec_dot_f16(wr, a) };
-        }
+    let stride = w.len() / out.len();
+    unsafe { dot_rows_strided_f16(w, stride, a, out) }
+}
+
+thread_local! {
+    /// The activation row of [`dot_rows_strided_f16`] as f32.
+    static F16_ACT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[i] = vec_dot_f16(row i, a)`, bit for bit, for rows of `a.len()` bytes that start
+/// `stride` bytes apart in `w` (attention's value rows lie `n_ctx` apart). The activation is
+/// widened to f32 once (exactly: every f16 is an f32) instead of once per row, so each row
+/// costs one conversion per 8 elements instead of two; per row the operations and their order
+/// are `vec_dot_f16`'s (four accumulators over 32-element steps, 8-element remainder into the
+/// first, the same reduction, the scalar tail's products added after).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows_strided_f16(w: &[u8], stride: usize, a: &[u8], out: &mut [f32]) {
+    let rb = a.len();
+    if out.is_empty() {
         return;
     }
-    unsafe {
-        let mut outs = out.chunks_exact_mut(2);
-        let mut ws = w.chunks_exact(2 * rb);
-        for (o, w2) in (&mut outs).zip(&mut ws) {
-            let (w0, w1) = w2.split_at(rb);
-            let mut acc0 = [_mm256_setzero_ps(); 4];
-            let mut acc1 = [_mm256_setzero_ps(); 4];
-            let main = rb / 64 * 64;
-            for c in (0..main).step_by(64) {
-                for k in 0..4 {
-                    let av = load_f16x8(arr(a, c + 16 * k));
-                    acc0[k] = _mm256_fmadd_ps(load_f16x8(arr(w0, c + 16 * k)), av, acc0[k]);
-                    acc1[k] = _mm256_fmadd_ps(load_f16x8(arr(w1, c + 16 * k)), av, acc1[k]);
+    assert!(
+        w.len() >= (out.len() - 1) * stride + rb && stride >= rb,
+        "f16 rows: {} bytes for {} rows of {rb} at stride {stride}",
+        w.len(),
+        out.len()
+    );
+    let n = rb / 2;
+    let main = n / 8 * 8;
+    F16_ACT.with_borrow_mut(|af| {
+        af.resize(n, 0.0);
+        for (c, dst) in af[..main].chunks_exact_mut(8).enumerate() {
+            // SAFETY: 8 writable f32; the features are enabled on this function.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), load_f16x8(arr(a, 16 * c))) };
+        }
+        for (i, v) in af.iter_mut().enumerate().skip(main) {
+            *v = f16::from_bits(u16::from_le_bytes([a[2 * i], a[2 * i + 1]])).to_f32();
+        }
+        let af = &af[..n];
+        let load = |i: usize| -> __m256 {
+            let v: &[f32; 8] = af[i..i + 8].try_into().expect("8 values");
+            // SAFETY: 8 readable f32.
+            unsafe { _mm256_loadu_ps(v.as_ptr()) }
+        };
+        for (r, o) in out.iter_mut().enumerate() {
+            let row = &w[r * stride..r * stride + rb];
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let steps = n / 32 * 32;
+            for c in (0..steps).step_by(32) {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let x = unsafe { load_f16x8(arr(row, 2 * (c + 8 * k))) };
+                    *acc = _mm256_fmadd_ps(x, load(c + 8 * k), *acc);
                 }
             }
-            for c in (main..rb).step_by(16) {
-                let av = load_f16x8(arr(a, c));
-                acc0[0] = _mm256_fmadd_ps(load_f16x8(arr(w0, c)), av, acc0[0]);
-                acc1[0] = _mm256_fmadd_ps(load_f16x8(arr(w1, c)), av, acc1[0]);
+            for c in (steps..main).step_by(8) {
+                let x = unsafe { load_f16x8(arr(row, 2 * c)) };
+                acc[0] = _mm256_fmadd_ps(x, load(c), acc[0]);
             }
-            let reduce = |acc: [__m256; 4]| {
-                hsum_ps(_mm256_add_ps(
-                    _mm256_add_ps(acc[0], acc[1]),
-                    _mm256_add_ps(acc[2], acc[3]),
-                ))
-            };
-            // `vec_dot_f16` adds its (here empty) scalar tail as `+ 0.0`.
-            o[0] = reduce(acc0) + 0.0;
-            o[1] = reduce(acc1) + 0.0;
+            let mut tail = 0f32;
+            for i in main..n {
+                let x = f16::from_bits(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])).to_f32();
+                tail += x * af[i];
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            *o = unsafe { hsum_ps(sum) } + tail;
         }
-        for (o, wr) in outs
-            .into_remainder()
-            .iter_mut()
-            .zip(ws.remainder().chunks_exact(rb))
-        {
-            *o = vec_dot_f16(wr, a);
-        }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,19 +37,15 @@ fn quad(q: &[i8; 32], k: usize) -> i32 {
     ])
 }
 
-/// Column `t` of `out` from the 16 lanes of `v`.
+/// The 16 lanes of `v` (one per weight row) into `out`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn store_column<const T: usize>(v: __m512, t: usize, out: &mut [[f32; T]; LANES]) {
-    let mut lanes = [0f32; LANES];
-    // SAFETY: `lanes` is 16 writable f32.
-    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-    for (o, &l) in out.iter_mut().zip(&lanes) {
-        o[t] = l;
-    }
+fn store_lanes(v: __m512, out: &mut [f32; LANES]) {
+    // SAFETY: `out` is 16 writable f32.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
 }
 
-/// 32-element blocks: `out[r][t]` = row `r` of `w` against activation row `t`, for Q4_1 /
+/// 32-element blocks: `out[t][r]` = row `r` of `w` against activation row `t`, for Q4_1 /
 /// Q5_1 (`mins`, unsigned codes) or the signed types (codes biased by 128).
 ///
 /// # Safety
@@ -59,7 +55,7 @@ pub(crate) unsafe fn tile_blocks32(
     mins: bool,
     w: &PackedGroup<'_>,
     a: &[ActRow<'_>; T32],
-    out: &mut [[f32; T32]; LANES],
+    out: &mut [[f32; LANES]; T32],
 ) {
     if mins {
         tile32::<true>(w, a, out)
@@ -73,7 +69,7 @@ pub(crate) unsafe fn tile_blocks32(
 fn tile32<const MINS: bool>(
     w: &PackedGroup<'_>,
     a: &[ActRow<'_>; T32],
-    out: &mut [[f32; T32]; LANES],
+    out: &mut [[f32; LANES]; T32],
 ) {
     let nb = w.d.len() / LANES;
     let mut chains = [[_mm512_setzero_ps(); 16]; T32];
@@ -120,25 +116,31 @@ fn tile32<const MINS: bool>(
             ch[c] = ac;
         }
     }
-    // The chains added as `hsum16` adds the dot kernels' lanes.
-    for (t, ch) in chains.iter().enumerate() {
-        let mut h = [_mm512_setzero_ps(); 8];
-        for j in 0..8 {
-            h[j] = _mm512_add_ps(ch[j], ch[j + 8]);
-        }
-        let q: [__m512; 4] = [
-            _mm512_add_ps(h[0], h[4]),
-            _mm512_add_ps(h[1], h[5]),
-            _mm512_add_ps(h[2], h[6]),
-            _mm512_add_ps(h[3], h[7]),
-        ];
-        let r0 = _mm512_add_ps(q[0], q[2]);
-        let r1 = _mm512_add_ps(q[1], q[3]);
-        store_column(_mm512_add_ps(r0, r1), t, out);
+    for (o, ch) in out.iter_mut().zip(&chains) {
+        store_lanes(reduce_chains(ch), o);
     }
 }
 
-/// K-quants: `out[r][t]` = row `r` of `w` against the Q8_K activation row `a[t]`, for Q4_K /
+/// The 16 chains of one output column added as `hsum16` adds the dot kernels' lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce_chains(ch: &[__m512; 16]) -> __m512 {
+    let mut h = [_mm512_setzero_ps(); 8];
+    for j in 0..8 {
+        h[j] = _mm512_add_ps(ch[j], ch[j + 8]);
+    }
+    let q: [__m512; 4] = [
+        _mm512_add_ps(h[0], h[4]),
+        _mm512_add_ps(h[1], h[5]),
+        _mm512_add_ps(h[2], h[6]),
+        _mm512_add_ps(h[3], h[7]),
+    ];
+    let r0 = _mm512_add_ps(q[0], q[2]);
+    let r1 = _mm512_add_ps(q[1], q[3]);
+    _mm512_add_ps(r0, r1)
+}
+
+/// K-quants: `out[t][r]` = row `r` of `w` against the Q8_K activation row `a[t]`, for Q4_K /
 /// Q5_K (`q6k = false`) or Q6_K.
 ///
 /// # Safety
@@ -148,7 +150,7 @@ pub(crate) unsafe fn tile_k(
     q6k: bool,
     w: &PackedGroup<'_>,
     a: &[&[u8]; TK],
-    out: &mut [[f32; TK]; LANES],
+    out: &mut [[f32; LANES]; TK],
 ) {
     if q6k {
         tile_k_impl::<true>(w, a, out)
@@ -159,7 +161,7 @@ pub(crate) unsafe fn tile_k(
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [[f32; TK]; LANES]) {
+fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [[f32; LANES]; TK]) {
     // Scale groups per super-block and code quads per group.
     let (groups, quads) = if Q6 { (16, 4) } else { (8, 8) };
     let nsb = w.d.len() / LANES;
@@ -174,19 +176,21 @@ fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [
         let mut isum = [_mm512_setzero_si512(); TK];
         for g in 0..groups {
             let sc = load_epi32x16(w.scales, LANES * (groups * sb + g));
-            let mut wq = [_mm512_setzero_si512(); 8];
-            for (k, v) in wq.iter_mut().enumerate().take(quads) {
-                *v = load64(arr(codes, 64 * (quads * g + k)));
-            }
-            let mut part = [_mm512_setzero_si512(); TK];
-            for (k, &v) in wq.iter().enumerate().take(quads) {
+            // Two sums per row (even and odd quads): twice the independent dpbusd chains.
+            let (mut even, mut odd) = ([_mm512_setzero_si512(); TK], [_mm512_setzero_si512(); TK]);
+            for k in (0..quads).step_by(2) {
+                let q = quads * g + k;
+                let (v0, v1) = (load64(arr(codes, 64 * q)), load64(arr(codes, 64 * q + 64)));
                 for (t, y) in ys.iter().enumerate() {
-                    let qa = _mm512_set1_epi32(i32_at(y, 4 + 4 * (quads * g + k)));
-                    part[t] = _mm512_dpbusd_epi32(part[t], v, qa);
+                    let qa0 = _mm512_set1_epi32(i32_at(y, 4 + 4 * q));
+                    let qa1 = _mm512_set1_epi32(i32_at(y, 8 + 4 * q));
+                    even[t] = _mm512_dpbusd_epi32(even[t], v0, qa0);
+                    odd[t] = _mm512_dpbusd_epi32(odd[t], v1, qa1);
                 }
             }
             for t in 0..TK {
-                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(part[t], sc));
+                let p = _mm512_add_epi32(even[t], odd[t]);
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
             }
         }
         // Min term (Q4_K/Q5_K) or the −32 offset (Q6_K), from the Q8_K group sums.
@@ -213,7 +217,7 @@ fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [
             }
         }
     }
-    for (t, &v) in acc.iter().enumerate() {
-        store_column(v, t, out);
+    for (o, &v) in out.iter_mut().zip(&acc) {
+        store_lanes(v, o);
     }
 }
