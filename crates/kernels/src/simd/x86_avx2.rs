@@ -561,31 +561,40 @@ pub(crate) unsafe fn dot_rows_strided_f16(w: &[u8], stride: usize, a: &[u8], out
             *v = f16::from_bits(u16::from_le_bytes([a[2 * i], a[2 * i + 1]])).to_f32();
         }
         let af = &af[..n];
-        let load = |i: usize| -> __m256 {
-            let v: &[f32; 8] = af[i..i + 8].try_into().expect("8 values");
-            // SAFETY: 8 readable f32.
-            unsafe { _mm256_loadu_ps(v.as_ptr()) }
+        let (wp, ap) = (w.as_ptr(), af.as_ptr());
+        // SAFETY (the loads below): row r's bytes r·stride .. r·stride + 2n lie in `w` (asserted
+        // above) and the activation's n f32 in `af`; every load stays below those ends.
+        let wv = |r: usize, i: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(r * stride + 2 * i).cast()))
         };
+        let av = |i: usize| unsafe { _mm256_loadu_ps(ap.add(i)) };
+        let steps = n / 32 * 32;
         for (r, o) in out.iter_mut().enumerate() {
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let mut c = 0;
+            while c < steps {
+                a0 = _mm256_fmadd_ps(wv(r, c), av(c), a0);
+                a1 = _mm256_fmadd_ps(wv(r, c + 8), av(c + 8), a1);
+                a2 = _mm256_fmadd_ps(wv(r, c + 16), av(c + 16), a2);
+                a3 = _mm256_fmadd_ps(wv(r, c + 24), av(c + 24), a3);
+                c += 32;
+            }
+            while c < main {
+                a0 = _mm256_fmadd_ps(wv(r, c), av(c), a0);
+                c += 8;
+            }
             let row = &w[r * stride..r * stride + rb];
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let steps = n / 32 * 32;
-            for c in (0..steps).step_by(32) {
-                for (k, acc) in acc.iter_mut().enumerate() {
-                    let x = unsafe { load_f16x8(arr(row, 2 * (c + 8 * k))) };
-                    *acc = _mm256_fmadd_ps(x, load(c + 8 * k), *acc);
-                }
-            }
-            for c in (steps..main).step_by(8) {
-                let x = unsafe { load_f16x8(arr(row, 2 * c)) };
-                acc[0] = _mm256_fmadd_ps(x, load(c), acc[0]);
-            }
             let mut tail = 0f32;
-            for i in main..n {
+            for (i, &y) in af.iter().enumerate().skip(main) {
                 let x = f16::from_bits(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])).to_f32();
-                tail += x * af[i];
+                tail += x * y;
             }
-            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             *o = unsafe { hsum_ps(sum) } + tail;
         }
     });
