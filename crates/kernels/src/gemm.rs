@@ -92,14 +92,15 @@ impl GemmActs {
                     for (i, blk) in blocks.chunks_exact(36).enumerate() {
                         let b = CHUNK * c + i;
                         let f16_at = |o: usize| half::f16::from_le_bytes([blk[o], blk[o + 1]]);
-                        let mut sum = 0i32;
-                        for (qv, &v) in q[32 * b..32 * (b + 1)].iter_mut().zip(&blk[4..]) {
-                            *qv = v as i8;
-                            sum += v as i8 as i32;
-                        }
+                        // Whole-block copy and sum (a byte-at-a-time loop stalled reading
+                        // back the quantizer's vector stores).
+                        let codes: &[u8; 32] = blk[4..].try_into().expect("32 codes");
+                        let qb: &mut [i8; 32] =
+                            (&mut q[32 * b..32 * (b + 1)]).try_into().expect("32 codes");
+                        *qb = codes.map(|v| v as i8);
                         d[b] = f16_at(0).to_f32();
                         s[b] = f16_at(2).to_f32();
-                        sums[b] = sum;
+                        sums[b] = qb.iter().map(|&v| i32::from(v)).sum();
                     }
                 }
             }
@@ -110,6 +111,7 @@ impl GemmActs {
         self.m
     }
 
+    #[inline]
     fn row(&self, t: usize) -> ActRow<'_> {
         let (n, nb) = (self.n_cols, self.n_cols / 32);
         ActRow {
