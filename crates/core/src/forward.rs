@@ -23,20 +23,19 @@ pub struct Scratch {
     pub n_batch: usize,
     /// `[n_batch, n_embd]` residual stream
     x: Vec<f32>,
-    /// `[n_batch, n_embd]` normed input of the current sub-layer
+    /// `[n_batch, n_embd]` normed input of the current sub-layer; once attention's Q/K/V are
+    /// projected from it, `[n_head, n_batch, head_dim]` attention output, head-major so heads
+    /// fill it in parallel (sized for the larger of the two)
     xn: Vec<f32>,
     /// `[n_batch, q_dim + 2 kv_dim]` fused QKV projection, before it is split
     qkv: Vec<f32>,
-    /// `[n_batch, q_dim]`
+    /// `[n_batch, q_dim]` queries, then the attention output token-major (the input of the
+    /// output projection)
     q: Vec<f32>,
     /// `[n_batch, kv_dim]`
     k: Vec<f32>,
     /// `[n_batch, kv_dim]`
     v: Vec<f32>,
-    /// `[n_head, n_batch, head_dim]` attention output, head-major so heads fill it in parallel
-    att_heads: Vec<f32>,
-    /// `[n_batch, q_dim]` attention output, token-major
-    att: Vec<f32>,
     /// `[n_batch, n_embd]` output of a projection back to the residual width
     proj: Vec<f32>,
     /// `[n_batch, 2 n_ff]` gate (or fused gate/up) projection
@@ -58,13 +57,11 @@ impl Scratch {
         Scratch {
             n_batch,
             x: z(n_batch * hp.n_embd),
-            xn: z(n_batch * hp.n_embd),
+            xn: z(n_batch * hp.n_embd.max(q)),
             qkv: z(n_batch * (q + 2 * kv)),
             q: z(n_batch * q),
             k: z(n_batch * kv),
             v: z(n_batch * kv),
-            att_heads: z(n_batch * q),
-            att: z(n_batch * q),
             proj: z(n_batch * hp.n_embd),
             gate: z(n_batch * 2 * hp.n_ff),
             up: z(n_batch * hp.n_ff),
@@ -493,7 +490,8 @@ fn attention_block(
     };
     // Units of one (head, query row): each thread takes a run of them, which covers parts of
     // one or more heads, and attends with its own scratch rows.
-    let heads = &mut s.att_heads[..hp.n_head * m * hd];
+    // The normed input is spent (Q/K/V are projected): its buffer takes the heads.
+    let heads = &mut s.xn[..hp.n_head * m * hd];
     pool.split(chunks(heads, hd), |units, out| {
         ATTN_SCRATCH.with_borrow_mut(|(scores, bytes)| {
             let n_bytes = 2 * (hd + n_ctx);
@@ -519,12 +517,13 @@ fn attention_block(
     });
     for h in 0..hp.n_head {
         for t in 0..m {
-            s.att[t * qd + h * hd..t * qd + (h + 1) * hd]
-                .copy_from_slice(&s.att_heads[h * m * hd + t * hd..h * m * hd + (t + 1) * hd]);
+            s.q[t * qd + h * hd..t * qd + (h + 1) * hd]
+                .copy_from_slice(&s.xn[h * m * hd + t * hd..h * m * hd + (t + 1) * hd]);
         }
     }
     s.act.invalidate();
-    s.act.project(pool, map, &layer.wo, &s.att, m, &mut s.proj);
+    s.act
+        .project(pool, map, &layer.wo, &s.q[..m * qd], m, &mut s.proj);
     let e = hp.n_embd;
     if let Some(b) = &layer.wo_bias {
         add_bias(&mut s.proj[..m * e], b);
