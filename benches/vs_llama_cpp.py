@@ -24,14 +24,20 @@ from pathlib import Path
 
 from rllm.bench import system_info
 
-# Run in a child process so that its peak RSS is rllm's alone.
+# Run in a child process so that its peak RSS is rllm's alone. The engine alone, as
+# llama-bench runs llama.cpp's: the extension module without the package's __init__ (whose
+# chat templates and tokenizer glue import jinja2 and tokenizers, ~18 MiB of module code that
+# llama-bench has no counterpart for), so the RSS compares engines plus this interpreter.
+# The user-facing load, tokenizer included, is timed in RLLM_LOAD_CHILD.
 RLLM_CHILD = r"""
-import json, sys, time
+import importlib.util, json, sys, time, types
 import numpy as np
+_spec = importlib.util.find_spec("rllm")
+_pkg = types.ModuleType("rllm")
+_pkg.__path__ = list(_spec.submodule_search_locations)
+sys.modules["rllm"] = _pkg
 from rllm import _rllm
 path, p, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-# The engine alone, as llama-bench runs llama.cpp's: the RSS compares engines (plus this
-# interpreter). The user-facing load, tokenizer included, is timed in RLLM_LOAD_CHILD.
 model = _rllm.Model(path)
 rng = np.random.default_rng(0)
 out = {}
