@@ -165,12 +165,15 @@ class TestServe:
 
     def test_streaming_chat(self, client: openai.OpenAI) -> None:
         messages: Any = [{"role": "user", "content": "Name three colors."}]
+        # 6 tokens end the reply mid-list ("1. Red\n2. Blue\n3. Green" is 11 and then the end
+        # of turn), so both forms must report "length".
+        n = 6
         whole = client.chat.completions.create(
-            model="smol", messages=messages, max_tokens=MAX_TOKENS, temperature=0
+            model="smol", messages=messages, max_tokens=n, temperature=0
         )
         pieces, reasons = [], []
         for chunk in client.chat.completions.create(
-            model="smol", messages=messages, max_tokens=MAX_TOKENS, temperature=0, stream=True
+            model="smol", messages=messages, max_tokens=n, temperature=0, stream=True
         ):
             pieces.append(chunk.choices[0].delta.content or "")
             reasons.append(chunk.choices[0].finish_reason)

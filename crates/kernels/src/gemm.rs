@@ -42,8 +42,10 @@ pub struct GemmActs {
     d: Vec<f32>,
     /// `m × n_cols/32` block sums `f16(d·Σq)` (Q8_1's `s`, for the min term of Q4_1/Q5_1).
     s: Vec<f32>,
-    /// `m × n_cols/32` exact code sums `Σq` (for kernels that multiply biased weight codes).
-    sums: Vec<i32>,
+    /// `m × n_cols/32` values `−128·Σq`: what a kernel that multiplies weight codes biased by
+    /// +128 (the signed types' unsigned `vpdpbusd` operand) adds to take the bias back out,
+    /// ready to broadcast.
+    unbias: Vec<i32>,
 }
 
 impl GemmActs {
@@ -61,7 +63,7 @@ impl GemmActs {
         self.q.resize(m * n_cols, 0);
         self.d.resize(m * n_cols / 32, 0.0);
         self.s.resize(m * n_cols / 32, 0.0);
-        self.sums.resize(m * n_cols / 32, 0);
+        self.unbias.resize(m * n_cols / 32, 0);
         if n_cols == 0 {
             return;
         }
@@ -74,18 +76,18 @@ impl GemmActs {
         let parts = (
             chunks(&mut self.q, n_cols),
             chunks(&mut self.d, nb),
-            (chunks(&mut self.s, nb), chunks(&mut self.sums, nb)),
+            (chunks(&mut self.s, nb), chunks(&mut self.unbias, nb)),
         );
-        pool.split(parts, |rows, (q, d, (s, sums))| {
+        pool.split(parts, |rows, (q, d, (s, unbias))| {
             let x = &x[rows.start * n_cols..rows.end * n_cols];
             let rows = q
                 .chunks_exact_mut(n_cols)
                 .zip(d.chunks_exact_mut(nb))
                 .zip(s.chunks_exact_mut(nb))
-                .zip(sums.chunks_exact_mut(nb))
+                .zip(unbias.chunks_exact_mut(nb))
                 .zip(x.chunks_exact(n_cols));
             let mut buf = [0u8; 36 * CHUNK];
-            for ((((q, d), s), sums), x) in rows {
+            for ((((q, d), s), unbias), x) in rows {
                 for (c, xc) in x.chunks(32 * CHUNK).enumerate() {
                     let blocks = &mut buf[..36 * (xc.len() / 32)];
                     k.quantize_act(xc, blocks);
@@ -100,7 +102,7 @@ impl GemmActs {
                         *qb = codes.map(|v| v as i8);
                         d[b] = f16_at(0).to_f32();
                         s[b] = f16_at(2).to_f32();
-                        sums[b] = qb.iter().map(|&v| i32::from(v)).sum();
+                        unbias[b] = -128 * qb.iter().map(|&v| i32::from(v)).sum::<i32>();
                     }
                 }
             }
@@ -118,7 +120,7 @@ impl GemmActs {
             q: &self.q[t * n..(t + 1) * n],
             d: &self.d[t * nb..(t + 1) * nb],
             s: &self.s[t * nb..(t + 1) * nb],
-            sums: &self.sums[t * nb..(t + 1) * nb],
+            unbias: &self.unbias[t * nb..(t + 1) * nb],
         }
     }
 }
@@ -129,7 +131,7 @@ pub(crate) struct ActRow<'a> {
     pub q: &'a [i8],
     pub d: &'a [f32],
     pub s: &'a [f32],
-    pub sums: &'a [i32],
+    pub unbias: &'a [i32],
 }
 
 /// One unpacked weight row: `w[i] = scale[i/32]·q[i] + min[i/32]`, `q` signed or unsigned.

@@ -96,7 +96,7 @@ fn tile32<const MINS: bool>(
                 qs[t] = at.q[32 * b..32 * (b + 1)].try_into().expect("32 codes");
                 if !MINS {
                     // Signed types hold `q + 128`: take `128·Σqa` back out.
-                    isum[t] = _mm512_set1_epi32(-128 * at.sums[b]);
+                    isum[t] = _mm512_set1_epi32(at.unbias[b]);
                 }
             }
             for (k, &v) in wq.iter().enumerate() {
