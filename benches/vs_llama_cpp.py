@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from device_scaling import ENGINE_IMPORT  # beside this script
 from rllm.bench import system_info
 
 # Run in a child process so that its peak RSS is rllm's alone. The engine alone, as
@@ -29,14 +30,11 @@ from rllm.bench import system_info
 # chat templates and tokenizer glue import jinja2 and tokenizers, ~18 MiB of module code that
 # llama-bench has no counterpart for), so the RSS compares engines plus this interpreter.
 # The user-facing load, tokenizer included, is timed in RLLM_LOAD_CHILD.
-RLLM_CHILD = r"""
-import importlib.util, json, sys, time, types
+RLLM_CHILD = (
+    ENGINE_IMPORT
+    + r"""
+import json, time
 import numpy as np
-_spec = importlib.util.find_spec("rllm")
-_pkg = types.ModuleType("rllm")
-_pkg.__path__ = list(_spec.submodule_search_locations)
-sys.modules["rllm"] = _pkg
-from rllm import _rllm
 path, p, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = _rllm.Model(path)
 rng = np.random.default_rng(0)
@@ -61,6 +59,7 @@ if n:
     out["tg"] = n / (time.perf_counter() - start)
 print(json.dumps(out))
 """
+)
 
 
 def run(cmd: list[str]) -> tuple[str, float]:

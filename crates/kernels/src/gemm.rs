@@ -744,13 +744,7 @@ mod tests {
     use super::*;
     use crate::blocks::{dequantize_row, quantize_row};
     use crate::dispatch::{available_isas, dot_kernel_for};
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::test_rng::lcg;
 
     const TYPES: [GgmlType; 5] = [
         GgmlType::Q4_0,

@@ -70,3 +70,15 @@ pub fn quantize_rows(
 pub fn dot_kernel(ty: GgmlType) -> Option<DotKernel> {
     dispatch::dot_kernel_for(ty, active_isa())
 }
+
+/// The unit tests' seeded random values.
+#[cfg(test)]
+mod test_rng {
+    /// The next value in [-1, 1) of a 64-bit LCG stepped in `seed`.
+    pub fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

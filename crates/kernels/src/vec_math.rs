@@ -49,20 +49,24 @@ pub fn exp(x: f32) -> f32 {
 /// `x ← softmax(x)`: `e^(x_i − max)` summed in 16 f32 lanes (lane `i mod 16`), the lanes
 /// added pairwise (`l + 8`, `+ 4`, `+ 2`, `+ 1`), each value then times `1/sum`.
 pub fn softmax(x: &mut [f32]) {
-    softmax_on(crate::active_isa(), x)
+    // SAFETY: the active tier runs on this CPU.
+    unsafe { softmax_on(crate::active_isa(), x) }
 }
 
 /// `gate ← gate·σ(gate)·up` (SiLU-gated linear unit), elementwise.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    swiglu_on(crate::active_isa(), gate, up)
+    // SAFETY: the active tier runs on this CPU.
+    unsafe { swiglu_on(crate::active_isa(), gate, up) }
 }
 
-/// [`softmax`] on tier `isa` (panics if this CPU lacks it).
-fn softmax_on(isa: Isa, x: &mut [f32]) {
-    assert!(isa.is_available(), "softmax: {isa} is not available");
+/// [`softmax`] on tier `isa`.
+///
+/// # Safety
+/// This CPU must run `isa` (checked once by the callers, not per row).
+unsafe fn softmax_on(isa: Isa, x: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the tier's CPU features are present (checked above).
+        // SAFETY: the tier's CPU features are present (the caller's contract).
         Isa::Avx512 => unsafe { x86::softmax_avx512(x) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -71,13 +75,15 @@ fn softmax_on(isa: Isa, x: &mut [f32]) {
     }
 }
 
-/// [`swiglu`] on tier `isa` (panics if this CPU lacks it).
-fn swiglu_on(isa: Isa, gate: &mut [f32], up: &[f32]) {
+/// [`swiglu`] on tier `isa`.
+///
+/// # Safety
+/// As [`softmax_on`].
+unsafe fn swiglu_on(isa: Isa, gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: lengths");
-    assert!(isa.is_available(), "swiglu: {isa} is not available");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the tier's CPU features are present (checked above).
+        // SAFETY: the tier's CPU features are present (the caller's contract).
         Isa::Avx512 => unsafe { x86::swiglu_avx512(gate, up) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -136,9 +142,9 @@ mod x86 {
     use std::arch::x86_64::*;
 
     macro_rules! exp_body {
-        ($v:ident, $w:ident, $set1:ident, $max:ident, $min:ident, $mul:ident, $round:expr,
+        ($x:expr, $set1:ident, $max:ident, $min:ident, $mul:ident, $round:expr,
          $fmadd:ident, $cvt:ident, $add_i:ident, $set1_i:ident, $slli:ident, $cast:ident) => {{
-            let xc = $min($max($v, $set1(EXP_LO)), $set1(EXP_HI));
+            let xc = $min($max($x, $set1(EXP_LO)), $set1(EXP_HI));
             let n = $round($mul(xc, $set1(LOG2E)));
             let r = $fmadd(n, $set1(-LN2_HI), xc);
             let r = $fmadd(n, $set1(-LN2_LO), r);
@@ -148,8 +154,7 @@ mod x86 {
             }
             let p = $fmadd($fmadd(p, r, $set1(1.0)), r, $set1(1.0));
             let e = $slli::<23>($add_i($cvt(n), $set1_i(127)));
-            let $w = $mul(p, $cast(e));
-            $w
+            $mul(p, $cast(e))
         }};
     }
 
@@ -159,7 +164,6 @@ mod x86 {
     fn exp16(x: __m512) -> __m512 {
         let y = exp_body!(
             x,
-            y,
             _mm512_set1_ps,
             _mm512_max_ps,
             _mm512_min_ps,
@@ -186,7 +190,6 @@ mod x86 {
     fn exp8(x: __m256) -> __m256 {
         let y = exp_body!(
             x,
-            y,
             _mm256_set1_ps,
             _mm256_max_ps,
             _mm256_min_ps,
@@ -246,11 +249,12 @@ mod x86 {
         let mut lanes = [0f32; 16];
         store16(&mut lanes, acc);
         exp_tail(x, max, full, &mut lanes);
-        let k = _mm512_set1_ps(1.0 / sum_lanes(&lanes));
+        let inv = 1.0 / sum_lanes(&lanes);
+        let k = _mm512_set1_ps(inv);
         for c in x[..full].chunks_exact_mut(16) {
             store16(c, _mm512_mul_ps(load16(c), k));
         }
-        scale(&mut x[full..], 1.0 / sum_lanes(&lanes));
+        scale(&mut x[full..], inv);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -311,13 +315,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::dispatch::available_isas;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::test_rng::lcg;
 
     /// Values across exp's whole range, its edges, and the special ones.
     fn inputs() -> Vec<f32> {
@@ -392,7 +390,8 @@ mod tests {
                 let total: f32 = want.iter().sum();
                 assert!((total - 1.0).abs() < 1e-5 || len == 0, "{total}");
                 let mut got = row.clone();
-                softmax_on(isa, &mut got);
+                // SAFETY: `isa` comes from `available_isas`.
+                unsafe { softmax_on(isa, &mut got) };
                 assert_eq!(bits(&got), bits(&want), "softmax {isa} len {len}");
 
                 let gate = v[start..start + len].to_vec();
@@ -400,7 +399,8 @@ mod tests {
                 let mut want = gate.clone();
                 swiglu_scalar(&mut want, &up);
                 let mut got = gate.clone();
-                swiglu_on(isa, &mut got, &up);
+                // SAFETY: as above.
+                unsafe { swiglu_on(isa, &mut got, &up) };
                 assert_eq!(bits(&got), bits(&want), "swiglu {isa} len {len}");
             }
         }
