@@ -465,4 +465,27 @@ mod tests {
         let k = dot_kernel_for(GgmlType::Q4_0, Isa::Scalar).unwrap();
         k.dot(32, &[0u8; 17], &[0u8; 34]);
     }
+
+    /// Rows that would run past the bytes given, or overlap, are refused on every tier (the
+    /// SIMD kernels read through pointers inside these bounds).
+    #[test]
+    fn dot_rows_strided_checks_bounds() {
+        for isa in available_isas() {
+            let k = dot_kernel_for(GgmlType::F16, isa).unwrap();
+            let a = vec![0u8; 2 * 24];
+            let mut out = [0f32; 3];
+            for (w_len, stride) in [(2 * 50 * 2 + 47, 100), (300, 40)] {
+                let w = vec![0u8; w_len];
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    k.dot_rows_strided(24, &w, stride, &a, &mut out)
+                }));
+                let msg = caught.expect_err("must panic");
+                let msg = msg.downcast_ref::<String>().expect("a formatted message");
+                assert!(msg.contains("at stride"), "{isa}: {msg}");
+            }
+            // Exactly enough bytes: last row ends at the last byte.
+            let w = vec![0u8; 2 * 100 + 48];
+            k.dot_rows_strided(24, &w, 100, &a, &mut out);
+        }
+    }
 }
