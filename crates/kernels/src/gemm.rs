@@ -31,26 +31,39 @@ pub const TILE_R: usize = 2;
 pub const TILE_T: usize = 4;
 
 /// Activation rows quantized for [`Gemm::matmul`], as ggml's Q8_0/Q8_1 blocks quantize them
-/// (the same codes, scales and sums), laid out by field.
+/// (the same codes, scales and sums), in [`ActBlocks`] of [`ACT_ROWS`] rows: rows past `m` are
+/// zero up to the next multiple.
 #[derive(Default, Debug, Clone)]
 pub struct GemmActs {
     n_cols: usize,
     m: usize,
-    /// `m × n_cols` codes in [-127, 127].
-    q: Vec<i8>,
-    /// `m × n_cols/32` block scales, rounded to f16 as the blocks store them.
-    d: Vec<f32>,
-    /// `m × n_cols/32` block sums `f16(d·Σq)` (Q8_1's `s`, for the min term of Q4_1/Q5_1).
-    s: Vec<f32>,
-    /// `m × n_cols/32` values `−128·Σq`: what a kernel that multiplies weight codes biased by
-    /// +128 (the signed types' unsigned `vpdpbusd` operand) adds to take the bias back out,
-    /// ready to broadcast.
-    unbias: Vec<i32>,
+    /// Per group of [`ACT_ROWS`] rows, its `n_cols/32` blocks in order.
+    blocks: Vec<ActBlocks>,
+}
+
+/// Activation rows per [`ActBlocks`]: the VNNI tile's rows.
+pub(crate) const ACT_ROWS: usize = TILE_T32;
+
+/// One 32-element block of [`ACT_ROWS`] activation rows, by field: a tile reaches every row's
+/// codes and scales at fixed offsets from one address (eight row pointers were more than the
+/// registers could hold, and the spilled row's `vpdpbusd` chain ran alone at the end).
+#[derive(Default, Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct ActBlocks {
+    /// Codes in [-127, 127].
+    pub q: [[i8; 32]; ACT_ROWS],
+    /// Block scales, rounded to f16 as the blocks store them.
+    pub d: [f32; ACT_ROWS],
+    /// Block sums `f16(d·Σq)` (Q8_1's `s`, for the min term of Q4_1/Q5_1).
+    pub s: [f32; ACT_ROWS],
+    /// `−128·Σq`: what a kernel that multiplies weight codes biased by +128 (the signed
+    /// types' unsigned `vpdpbusd` operand) adds to take the bias back out.
+    pub unbias: [i32; ACT_ROWS],
 }
 
 impl GemmActs {
     /// Quantize the rows of `x` (`n_cols` values each, `n_cols` a multiple of 32), reusing the
-    /// buffers, in parallel over rows.
+    /// buffers, in parallel over groups of rows.
     pub fn quantize(&mut self, pool: &ThreadPool, x: &[f32], n_cols: usize) {
         assert!(
             n_cols % 32 == 0 && (n_cols == 0 || x.len() % n_cols == 0),
@@ -58,12 +71,11 @@ impl GemmActs {
             x.len()
         );
         let m = x.len().checked_div(n_cols).unwrap_or(0);
+        let nb = n_cols / 32;
         self.n_cols = n_cols;
         self.m = m;
-        self.q.resize(m * n_cols, 0);
-        self.d.resize(m * n_cols / 32, 0.0);
-        self.s.resize(m * n_cols / 32, 0.0);
-        self.unbias.resize(m * n_cols / 32, 0);
+        self.blocks
+            .resize(m.div_ceil(ACT_ROWS) * nb, ActBlocks::default());
         if n_cols == 0 {
             return;
         }
@@ -72,37 +84,34 @@ impl GemmActs {
         let k = crate::dispatch::dot_kernel_for(GgmlType::Q4_1, crate::active_isa())
             .expect("every tier quantizes Q8_1");
         const CHUNK: usize = 8;
-        let nb = n_cols / 32;
-        let parts = (
-            chunks(&mut self.q, n_cols),
-            chunks(&mut self.d, nb),
-            (chunks(&mut self.s, nb), chunks(&mut self.unbias, nb)),
-        );
-        pool.split(parts, |rows, (q, d, (s, unbias))| {
-            let x = &x[rows.start * n_cols..rows.end * n_cols];
-            let rows = q
-                .chunks_exact_mut(n_cols)
-                .zip(d.chunks_exact_mut(nb))
-                .zip(s.chunks_exact_mut(nb))
-                .zip(unbias.chunks_exact_mut(nb))
-                .zip(x.chunks_exact(n_cols));
+        pool.split(chunks(&mut self.blocks, nb), |groups, blocks| {
             let mut buf = [0u8; 36 * CHUNK];
-            for ((((q, d), s), unbias), x) in rows {
-                for (c, xc) in x.chunks(32 * CHUNK).enumerate() {
-                    let blocks = &mut buf[..36 * (xc.len() / 32)];
-                    k.quantize_act(xc, blocks);
-                    for (i, blk) in blocks.chunks_exact(36).enumerate() {
-                        let b = CHUNK * c + i;
-                        let f16_at = |o: usize| half::f16::from_le_bytes([blk[o], blk[o + 1]]);
-                        // Whole-block copy and sum (a byte-at-a-time loop stalled reading
-                        // back the quantizer's vector stores).
-                        let codes: &[u8; 32] = blk[4..].try_into().expect("32 codes");
-                        let qb: &mut [i8; 32] =
-                            (&mut q[32 * b..32 * (b + 1)]).try_into().expect("32 codes");
-                        *qb = codes.map(|v| v as i8);
-                        d[b] = f16_at(0).to_f32();
-                        s[b] = f16_at(2).to_f32();
-                        unbias[b] = -128 * qb.iter().map(|&v| i32::from(v)).sum::<i32>();
+            for (g, blocks) in groups.zip(blocks.chunks_exact_mut(nb)) {
+                for lane in 0..ACT_ROWS {
+                    let t = ACT_ROWS * g + lane;
+                    if t >= m {
+                        for blk in blocks.iter_mut() {
+                            blk.q[lane] = [0; 32];
+                            (blk.d[lane], blk.s[lane], blk.unbias[lane]) = (0.0, 0.0, 0);
+                        }
+                        continue;
+                    }
+                    let x = &x[t * n_cols..(t + 1) * n_cols];
+                    for (xc, out) in x.chunks(32 * CHUNK).zip(blocks.chunks_mut(CHUNK)) {
+                        let bytes = &mut buf[..36 * (xc.len() / 32)];
+                        k.quantize_act(xc, bytes);
+                        for (src, blk) in bytes.chunks_exact(36).zip(out) {
+                            let f16_at =
+                                |o: usize| half::f16::from_le_bytes([src[o], src[o + 1]]).to_f32();
+                            // Whole-block copy and sum (a byte-at-a-time loop stalled reading
+                            // back the quantizer's vector stores).
+                            let codes: &[u8; 32] = src[4..].try_into().expect("32 codes");
+                            let q = codes.map(|v| v as i8);
+                            blk.q[lane] = q;
+                            blk.d[lane] = f16_at(0);
+                            blk.s[lane] = f16_at(2);
+                            blk.unbias[lane] = -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+                        }
                     }
                 }
             }
@@ -113,25 +122,49 @@ impl GemmActs {
         self.m
     }
 
+    /// The blocks of the [`ACT_ROWS`] rows from `t` (a multiple of [`ACT_ROWS`]).
+    #[inline]
+    fn group(&self, t: usize) -> &[ActBlocks] {
+        debug_assert_eq!(t % ACT_ROWS, 0);
+        let nb = self.n_cols / 32;
+        &self.blocks[t / ACT_ROWS * nb..(t / ACT_ROWS + 1) * nb]
+    }
+
     #[inline]
     fn row(&self, t: usize) -> ActRow<'_> {
-        let (n, nb) = (self.n_cols, self.n_cols / 32);
         ActRow {
-            q: &self.q[t * n..(t + 1) * n],
-            d: &self.d[t * nb..(t + 1) * nb],
-            s: &self.s[t * nb..(t + 1) * nb],
-            unbias: &self.unbias[t * nb..(t + 1) * nb],
+            blocks: self.group(t - t % ACT_ROWS),
+            lane: t % ACT_ROWS,
         }
     }
 }
 
-/// One quantized activation row.
+/// One quantized activation row: lane `lane` of its group's blocks.
 #[derive(Clone, Copy)]
 pub(crate) struct ActRow<'a> {
-    pub q: &'a [i8],
-    pub d: &'a [f32],
-    pub s: &'a [f32],
-    pub unbias: &'a [i32],
+    blocks: &'a [ActBlocks],
+    lane: usize,
+}
+
+impl ActRow<'_> {
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    #[inline(always)]
+    pub fn q(&self, b: usize) -> &[i8; 32] {
+        &self.blocks[b].q[self.lane]
+    }
+
+    #[inline(always)]
+    pub fn d(&self, b: usize) -> f32 {
+        self.blocks[b].d[self.lane]
+    }
+
+    #[inline(always)]
+    pub fn s(&self, b: usize) -> f32 {
+        self.blocks[b].s[self.lane]
+    }
 }
 
 /// One unpacked weight row: `w[i] = scale[i/32]·q[i] + min[i/32]`, `q` signed or unsigned.
@@ -195,12 +228,8 @@ enum Kind {
 
 /// A [`Kind::Lanes32`] tile: one packed group of [`LANES`] weight rows × [`TILE_T32`]
 /// activation rows, `out[t][r]` (min term included).
-pub(crate) type Lane32TileFn = unsafe fn(
-    mins: bool,
-    w: &PackedGroup<'_>,
-    a: &[ActRow<'_>; TILE_T32],
-    out: &mut [[f32; LANES]; TILE_T32],
-);
+pub(crate) type Lane32TileFn =
+    unsafe fn(mins: bool, w: &PackedGroup<'_>, a: &[ActBlocks], out: &mut [[f32; LANES]; TILE_T32]);
 
 /// A [`Kind::LanesK`] tile: one packed group × [`TILE_TK`] Q8_K activation rows.
 pub(crate) type LaneKTileFn = unsafe fn(
@@ -325,10 +354,11 @@ impl Gemm {
             };
             let unpack = |ws: &[u8]| Packed::new(pack, ws, w_row, n_cols, Some(packer));
             let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_T32], out: &mut _| {
-                let acts = ts.map(|t| a.row(t));
+                // The tile's rows are a whole group: `tiled` starts tiles at multiples of T.
+                let acts = a.group(ts[0]);
                 // SAFETY: `Gemm::new` chose `tile` for a tier this CPU runs; the kernel bounds
                 // its reads by the group's and the rows' slices (n_cols/32 blocks each).
-                unsafe { tile(mins, &u.group(rs[0] / LANES), &acts, out) };
+                unsafe { tile(mins, &u.group(rs[0] / LANES), acts, out) };
             };
             return tiled(pool, w, w_row, a.m, y, unpack, run_tile);
         }
@@ -378,7 +408,7 @@ impl Gemm {
                 if has_mins {
                     for (o, wr) in out.iter_mut().zip(&ws) {
                         for (o, ar) in o.iter_mut().zip(&acts) {
-                            *o += min_term(wr.mins, ar.s);
+                            *o += min_term(wr.mins, ar);
                         }
                     }
                 }
@@ -554,7 +584,12 @@ fn tiled<U, const R: usize, const T: usize>(
                     let nr = R.min(rows - i0);
                     tile(&u, std::array::from_fn(|i| i0 + i.min(nr - 1)), ts, &mut t);
                     for (j, tj) in t[..nt].iter().enumerate() {
-                        out.row(t0 + j)[c0 + i0..c0 + i0 + nr].copy_from_slice(&tj[..nr]);
+                        let dst = &mut out.row(t0 + j)[c0 + i0..c0 + i0 + nr];
+                        // A whole tile row as one fixed-size copy (a `memmove` call otherwise).
+                        match <&mut [f32; R]>::try_from(&mut *dst) {
+                            Ok(d) => *d = *tj,
+                            Err(_) => dst.copy_from_slice(&tj[..nr]),
+                        }
                     }
                 }
             }
@@ -666,10 +701,10 @@ fn unpack_q6k(row: &[u8], u: KWeightRowMut<'_>) {
 }
 
 /// `Σ_b m_b·s_b` block by block from zero, as the dot kernels accumulate it.
-fn min_term(mins: &[f32], sums: &[f32]) -> f32 {
+fn min_term(mins: &[f32], a: &ActRow<'_>) -> f32 {
     let mut acc = 0f32;
-    for (m, s) in mins.iter().zip(sums) {
-        acc += m * s;
+    for (b, m) in mins.iter().enumerate() {
+        acc += m * a.s(b);
     }
     acc
 }
@@ -793,6 +828,8 @@ mod tests {
     fn gemm_equals_dot_path_bit_for_bit() {
         let pool = ThreadPool::new(3).unwrap();
         let mut seed = 11;
+        // One set of activations, requantized for every shape: reuse must not leak rows.
+        let mut acts = GemmActs::default();
         for ty in TYPES {
             for (n_rows, n_cols, m) in [
                 (1, 32, 1),
@@ -810,7 +847,6 @@ mod tests {
                 for (wr, br) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
                     quantize_row(ty, wr, br, None);
                 }
-                let mut acts = GemmActs::default();
                 acts.quantize(&pool, &x, n_cols);
                 let scalar = dot_kernel_for(ty, Isa::Scalar).unwrap();
                 let mut a = Vec::new();

@@ -201,6 +201,7 @@ impl Packed {
     }
 
     /// Group `g`.
+    #[inline]
     pub fn group(&self, g: usize) -> PackedGroup<'_> {
         let nb = self.n_cols / self.kind.block_elems();
         let per = |k: usize| g * nb * k * LANES..(g + 1) * nb * k * LANES;

@@ -43,12 +43,12 @@ unsafe fn tile<const SIGNED: bool>(
 ) {
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); TILE_T]; TILE_R];
-        for b in 0..a[0].d.len() {
+        for b in 0..a[0].n_blocks() {
             let wq: [__m256i; TILE_R] = std::array::from_fn(|r| codes32(w[r].q, 32 * b));
             let ws: [__m256; TILE_R] = std::array::from_fn(|r| _mm256_set1_ps(w[r].scales[b]));
             for t in 0..TILE_T {
-                let qa = codes32(a[t].q, 32 * b);
-                let da = _mm256_set1_ps(a[t].d[b]);
+                let qa = codes32(a[t].q(b), 0);
+                let da = _mm256_set1_ps(a[t].d(b));
                 for r in 0..TILE_R {
                     let p = if SIGNED {
                         dot_i8(wq[r], qa)
