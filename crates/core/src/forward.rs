@@ -307,7 +307,7 @@ pub fn forward(
 /// Rows from which row-wise steps (norms, RoPE, activations) are spread over the threads;
 /// below it (decode, small batches) they stay on the calling thread, where a fork-join would
 /// cost more than the work.
-const PAR_ROWS: usize = 16;
+pub(crate) const PAR_ROWS: usize = 16;
 
 /// `f(t, row)` for each of the `m` rows of `len` values in `x`, in parallel for prompts.
 fn for_rows(
@@ -444,7 +444,8 @@ fn attention_block(
     for seq in seqs.iter_mut() {
         let n = seq.tokens.len();
         let rows = start * kvd..(start + n) * kvd;
-        seq.kv.store(l, seq.pos0, &s.k[rows.clone()], &s.v[rows]);
+        seq.kv
+            .store(pool, l, seq.pos0, &s.k[rows.clone()], &s.v[rows]);
         start += n;
     }
 
@@ -515,12 +516,12 @@ fn attention_block(
             }
         });
     });
-    for h in 0..hp.n_head {
-        for t in 0..m {
-            s.q[t * qd + h * hd..t * qd + (h + 1) * hd]
-                .copy_from_slice(&s.xn[h * m * hd + t * hd..h * m * hd + (t + 1) * hd]);
+    let heads = &s.xn;
+    for_rows(pool, &mut s.q, qd, m, |t, row| {
+        for (h, out) in row.chunks_exact_mut(hd).enumerate() {
+            out.copy_from_slice(&heads[(h * m + t) * hd..(h * m + t + 1) * hd]);
         }
-    }
+    });
     s.act.invalidate();
     s.act
         .project(pool, map, &layer.wo, &s.q[..m * qd], m, &mut s.proj);

@@ -5,6 +5,9 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use rllm_kernels::pool::{chunks, ThreadPool};
+
+use crate::forward::PAR_ROWS;
 
 /// Keys and values of every layer.
 pub struct KvCache {
@@ -85,21 +88,35 @@ impl KvCache {
         }
     }
 
-    /// Store rows `k` and `v` (`[m, kv_dim]`) at positions `pos0..pos0 + m` of `layer`.
-    pub fn store(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+    /// Store rows `k` and `v` (`[m, kv_dim]`) at positions `pos0..pos0 + m` of `layer`: in
+    /// parallel over KV heads (keys) and dimensions (values) for prompts, where a serial store
+    /// would hold every other thread up.
+    pub fn store(&mut self, pool: &ThreadPool, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
         let (d, hd, n_ctx) = (self.kv_dim, self.head_dim, self.n_ctx);
-        let base = self.layer_range(layer).start;
-        for (t, row) in k.chunks_exact(d).enumerate() {
-            for (g, head) in row.chunks_exact(hd).enumerate() {
-                let dst = base + (g * n_ctx + pos0 + t) * hd;
-                self.k[dst..dst + hd].convert_from_f32_slice(head);
+        let m = k.len() / d;
+        let r = self.layer_range(layer);
+        let store_keys = |heads: std::ops::Range<usize>, rows: &mut [f16]| {
+            for (g, dst) in heads.zip(rows.chunks_exact_mut(n_ctx * hd)) {
+                let dst = &mut dst[pos0 * hd..(pos0 + m) * hd];
+                for (row, out) in k.chunks_exact(d).zip(dst.chunks_exact_mut(hd)) {
+                    out.convert_from_f32_slice(&row[g * hd..(g + 1) * hd]);
+                }
             }
-        }
-        let vt = &mut self.vt[base..base + d * n_ctx];
-        for (t, row) in v.chunks_exact(d).enumerate() {
-            for (i, x) in row.iter().enumerate() {
-                vt[i * n_ctx + pos0 + t] = f16::from_f32(*x);
+        };
+        let store_values = |dims: std::ops::Range<usize>, rows: &mut [f16]| {
+            for (i, dst) in dims.zip(rows.chunks_exact_mut(n_ctx)) {
+                for (o, row) in dst[pos0..pos0 + m].iter_mut().zip(v.chunks_exact(d)) {
+                    *o = f16::from_f32(row[i]);
+                }
             }
+        };
+        let (keys, values) = (&mut self.k[r.clone()], &mut self.vt[r]);
+        if m >= PAR_ROWS {
+            pool.split(chunks(keys, n_ctx * hd), store_keys);
+            pool.split(chunks(values, n_ctx), store_values);
+        } else {
+            store_keys(0..d / hd, keys);
+            store_values(0..d, values);
         }
     }
 
