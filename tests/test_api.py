@@ -252,6 +252,17 @@ def test_cli_run_streams_and_prints_timings(tiny: Path) -> None:
         assert line in out.stderr
 
 
+def test_cli_mmap_flags_load_the_same_model(tiny: Path) -> None:
+    """--mmap maps the file, --no-mmap copies it: the same text either way."""
+    outs = {}
+    for flag in ("--mmap", "--no-mmap"):
+        out = run_cli("run", "-m", str(tiny), "-p", "Hello", "-n", "8", "--temp", "0", flag)
+        assert out.returncode == 0, out.stderr
+        outs[flag] = out.stdout
+    assert outs["--mmap"] == outs["--no-mmap"]
+    assert len(outs["--mmap"]) > len("Hello")
+
+
 def test_cli_bad_usage_and_bad_files(tmp_path: Path) -> None:
     out = run_cli("run", "--no-such-flag")
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr

@@ -133,7 +133,8 @@ def test_corrupt_file_raises_a_specific_gguf_error(tmp_path: Path, case: str) ->
     data, message = CORRUPT[case]
     path = tmp_path / "bad.gguf"
     path.write_bytes(data)
-    for load in (_rllm.GGUFFile, _rllm.Model):
+    copied = lambda p: _rllm.Model(p, use_mmap=False)  # noqa: E731
+    for load in (_rllm.GGUFFile, _rllm.Model, copied):
         with pytest.raises(rllm.GGUFError) as err:
             load(path)
         assert message in str(err.value)
@@ -270,6 +271,24 @@ def test_info_on_a_corrupt_file_is_one_line(tmp_path: Path) -> None:
 
 
 # --- split models ---------------------------------------------------------------------------
+
+
+def test_copied_weights_equal_mapped_ones(tmp_path: Path) -> None:
+    """use_mmap=False copies the file into private (huge-page) memory: the same logits."""
+    path = tmp_path / "m.gguf"
+    write_tiny_llama(path, split_max_tensors=8)
+    write_tiny_llama(path)
+    ids = [5, 6, 7, 8]
+    mapped = _rllm.Model(path, use_mmap=True)
+    assert mapped.mapped
+    expected = _rllm.Context(mapped, n_ctx=8).eval(ids)
+    for first in (path, sorted(tmp_path.glob("m-*-of-*.gguf"))[0]):
+        copied = _rllm.Model(first, use_mmap=False)
+        assert not copied.mapped
+        np.testing.assert_array_equal(_rllm.Context(copied, n_ctx=8).eval(ids), expected)
+    assert rllm.Model(path, use_mmap=False).mapped is False
+    with pytest.raises(TypeError, match="use_mmap"):
+        rllm.Model(path, use_mmap="no")  # type: ignore[arg-type]
 
 
 def test_split_model_loads_as_one(tmp_path: Path) -> None:

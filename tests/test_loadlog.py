@@ -25,8 +25,18 @@ def test_quiet_by_default(tiny: Path, capfd: pytest.CaptureFixture[str]) -> None
     assert out == "" and err == ""
 
 
+def test_the_buffer_line_says_mapped_or_copied(
+    tiny: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """llama.cpp's names: CPU_Mapped for a map of the file, CPU for a copy (--no-mmap)."""
+    for use_mmap, buffer in ((True, "CPU_Mapped"), (False, "CPU")):
+        rllm.Model(tiny, n_ctx=16, verbose=True, use_mmap=use_mmap)
+        err = capfd.readouterr().err
+        assert f"load_tensors: {buffer} model buffer size =" in err
+
+
 def test_verbose_prints_the_load_details(tiny: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    model = rllm.Model(tiny, n_ctx=16, verbose=True)
+    model = rllm.Model(tiny, n_ctx=16, verbose=True, use_mmap=True)
     model.generate("he", max_tokens=2)
     out, err = capfd.readouterr()
     assert out == ""

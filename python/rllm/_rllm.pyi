@@ -59,10 +59,14 @@ class GGUFFile:
 
 @final
 class Model:
-    """A GGUF model mapped into memory and validated; weights stay in the file's map. The
-    first file of a split model (``NAME-00001-of-0000N.gguf``) loads all of them."""
+    """A GGUF model held in memory and validated: the file mapped (``use_mmap=True``) or
+    copied into huge-page-backed memory (``False``); ``None`` copies where huge pages exist
+    and the file takes at most half the free memory. The first file of a split model
+    (``NAME-00001-of-0000N.gguf``) loads all of them."""
 
-    def __new__(cls, path: _Path) -> Model: ...
+    def __new__(cls, path: _Path, use_mmap: bool | None = None) -> Model: ...
+    @property
+    def mapped(self) -> bool: ...
     @property
     def path(self) -> str: ...
     @property

@@ -141,7 +141,9 @@ def model_lines(model: _rllm.Model) -> list[str]:
         info["split files"] = n_files
     width = max(len(k) for k in info)
     lines += [f"print_info: {k:<{width}} = {v}" for k, v in info.items()]
-    lines.append(f"load_tensors: CPU_Mapped model buffer size = {size / MIB:10.2f} MiB")
+    # llama.cpp's names: CPU_Mapped for a map of the file, CPU for a copy (--no-mmap)
+    buffer = "CPU_Mapped" if model.mapped else "CPU"
+    lines.append(f"load_tensors: {buffer} model buffer size = {size / MIB:10.2f} MiB")
     lines.append(
         f"load_tensors: {model.bytes_per_token / MIB:.2f} MiB of weights read per generated token"
     )

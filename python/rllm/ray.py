@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .batch import BatchGenerator
 from .chat import ChatTemplate
 from .hub import download, parse_hf_spec
+from .model import Model
 from .server.app import create_app
 from .server.engine import ServerConfig, ServerEngine
 
@@ -210,6 +211,7 @@ def app(args: Mapping[str, Any]) -> serve.Application:
         n_ctx=a["ctx_size"],
         n_parallel=a["parallel"],
         n_threads=a["threads"],
+        use_mmap=True,  # replicas on one node share the file's pages instead of a copy each
         n_batch=a["batch_size"],
         api_keys=tuple(keys),
         alias=a["alias"],
@@ -265,8 +267,13 @@ class Generate:
         n_batch: int | None = None,
         **sampling: Any,
     ) -> None:
+        # Mapped: the actors on one node share the file's pages instead of a copy each.
         self.generator = BatchGenerator(
-            model, n_parallel=n_parallel, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch
+            Model(model, n_threads=n_threads, use_mmap=True),
+            n_parallel=n_parallel,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_batch=n_batch,
         )
         self.prompt_column = prompt_column
         self.text_column = text_column

@@ -95,6 +95,7 @@ class ReplConfig:
     n_predict: int = -1  # -1: until end of text, -2: until the context is full
     n_ctx: int | None = None  # None: the model's default, 0: its training context
     n_threads: int | None = None
+    use_mmap: bool | None = None
     n_keep: int | None = None  # None: 0 completing, the system prompt chatting; -1: all
     context_shift: bool = True
     rope_freq_base: float | None = None
@@ -139,6 +140,7 @@ class ReplConfig:
             n_predict=args.n_predict,
             n_ctx=args.ctx_size,
             n_threads=args.threads if args.threads and args.threads > 0 else None,
+            use_mmap=args.use_mmap,
             n_keep=args.keep,
             context_shift=args.context_shift,
             rope_freq_base=rope_freq_base,
@@ -681,6 +683,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             n_threads=cfg.n_threads,
             rope_freq_base=cfg.rope_freq_base,
             rope_freq_scale=cfg.rope_freq_scale,
+            use_mmap=cfg.use_mmap,
         )
     m = model._model
     repl = Repl(model, cfg, console)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::arch::{self, HParams, Weights};
 use crate::detok::Vocab;
 use crate::error::{Error, Result};
-use crate::gguf::{GgufFile, Metadata};
+use crate::gguf::{GgufFile, Hold, Metadata};
 use crate::grammar::TokenEnv;
 
 #[derive(Debug)]
@@ -28,7 +28,12 @@ pub const DEFAULT_MAX_CTX: usize = 4096;
 impl Model {
     /// Map and validate `path`, then bind the weights its architecture needs.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        Self::load_with(path, Hold::Map)
+    }
+
+    /// [`Model::load`], holding the file's bytes as `hold` says.
+    pub fn load_with(path: impl AsRef<Path>, hold: Hold) -> Result<Self> {
+        let file = GgufFile::open_with(path, hold)?;
         let (hparams, weights) = arch::load(&file)?;
         Ok(Model {
             file,

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use rllm_core::gguf::{Array, Value};
+use rllm_core::gguf::{Array, Hold, Value};
 
 use crate::errors::catch;
 
-/// A GGUF model mapped into memory and validated. Weights stay in the file's map.
+/// A GGUF model held in memory and validated: the file mapped (`use_mmap=True`), or copied
+/// into huge-page-backed memory (`False`: faster decode, no pages shared between processes);
+/// `None` copies where huge pages exist and the file takes at most half the free memory.
 #[pyclass(module = "rllm._rllm", frozen)]
 pub struct Model {
     pub inner: Arc<rllm_core::Model>,
@@ -17,11 +19,23 @@ pub struct Model {
 #[pymethods]
 impl Model {
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| catch(|| rllm_core::Model::load(&path)))?;
+    #[pyo3(signature = (path, use_mmap=None))]
+    fn new(py: Python<'_>, path: std::path::PathBuf, use_mmap: Option<bool>) -> PyResult<Self> {
+        let hold = match use_mmap {
+            None => Hold::Auto,
+            Some(true) => Hold::Map,
+            Some(false) => Hold::Copy,
+        };
+        let inner = py.detach(|| catch(|| rllm_core::Model::load_with(&path, hold)))?;
         Ok(Model {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Whether the weights are read from a map of the file (`False`: from a private copy).
+    #[getter]
+    fn mapped(&self) -> bool {
+        self.inner.file.held == Hold::Map
     }
 
     #[getter]

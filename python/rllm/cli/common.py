@@ -155,6 +155,15 @@ def add_context(p: Options) -> None:
         metavar="N",
         help="threads to use; -1 = all cores (default: all cores)",
     )
+    p.add_argument(
+        "--mmap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        dest="use_mmap",
+        help="read the weights from a map of the file (--mmap: no copy, pages shared between "
+        "processes) or a private huge-page copy (--no-mmap: faster decode); default: copy "
+        "when the machine has huge pages and the file takes at most half the free memory",
+    )
 
 
 def add_rope(p: Options) -> None:

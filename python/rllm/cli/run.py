@@ -47,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
         n_threads=args.threads if args.threads and args.threads > 0 else None,
         rope_freq_base=rope_freq_base,
         rope_freq_scale=rope_freq_scale,
+        use_mmap=args.use_mmap,
     )
     if args.ctx_size == 0:
         model.n_ctx = model._model.n_ctx_train

@@ -182,6 +182,7 @@ def main(args: argparse.Namespace) -> int:
         n_ctx=args.ctx_size,
         n_parallel=args.parallel,
         n_threads=args.threads if args.threads and args.threads > 0 else None,
+        use_mmap=args.use_mmap,
         n_batch=args.batch_size,
         api_keys=keys,
         alias=args.alias,

@@ -32,6 +32,8 @@ class ServerConfig:
     n_ctx: int | None = None
     n_parallel: int = 1
     n_threads: int | None = None
+    # Model(use_mmap=): None copies the weights where huge pages make decode faster
+    use_mmap: bool | None = None
     n_batch: int | None = None
     api_keys: tuple[str, ...] = ()
     alias: str | None = None
@@ -98,7 +100,7 @@ class ServerEngine:
         """Load the model and start the scheduler; errors are kept in ``error``."""
         cfg = self.config
         try:
-            model = Model(cfg.model, n_threads=cfg.n_threads)
+            model = Model(cfg.model, n_threads=cfg.n_threads, use_mmap=cfg.use_mmap)
             if cfg.chat_template:
                 model.chat_template = cfg.chat_template
             total = cfg.n_ctx if cfg.n_ctx else model.n_ctx

@@ -6,7 +6,7 @@ mod reader;
 pub mod writer;
 
 pub use metadata::{Array, Metadata, Value, ValueType};
-pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
+pub use reader::{GgufFile, Hold, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 
 use std::path::PathBuf;
 

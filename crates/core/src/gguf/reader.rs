@@ -1,11 +1,11 @@
-//! Parse and validate a GGUF file from a memory map. Tensor data stays in the map:
-//! [`GgufFile::tensor_data`] lends slices of it.
+//! Parse and validate a GGUF file from a memory map. Tensor data stays in the map (of the
+//! file, or of a private copy: [`Hold`]): [`GgufFile::tensor_data`] lends slices of it.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 use rllm_kernels::GgmlType;
 
 use super::metadata::{Array, Metadata, Value, ValueType};
@@ -59,6 +59,8 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     /// Absolute offset where tensor data begins in the first file.
     pub data_offset: u64,
+    /// How the bytes are held: [`Hold::Map`] or [`Hold::Copy`].
+    pub held: Hold,
     tensor_index: HashMap<String, usize>,
     shards: Vec<Shard>,
 }
@@ -81,8 +83,73 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
-/// Map one file and parse its header.
-fn map_and_parse(path: &Path) -> Result<(Mmap, Header)> {
+/// How a model file's bytes are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hold {
+    /// Map the file: no copy, pages shared with every process that maps it, read on demand.
+    #[default]
+    Map,
+    /// Copy the file into private memory advised for transparent huge pages (Linux). Decode
+    /// streams every weight once per token, and 2 MiB pages spare it the TLB misses of 4 KiB
+    /// ones: 1B Q4_K_M / Q4_0 decode at 2 threads ran 5-12% faster on AMD Zen 4.
+    Copy,
+    /// [`Hold::Copy`] where the kernel offers transparent huge pages and the file takes at
+    /// most half the available memory; otherwise [`Hold::Map`].
+    Auto,
+}
+
+impl Hold {
+    /// `Map` or `Copy` for a file of `len` bytes on this machine.
+    fn resolve(self, len: usize) -> Hold {
+        match self {
+            Hold::Auto if copy_pays(len, huge_pages(), available_memory()) => Hold::Copy,
+            Hold::Auto => Hold::Map,
+            h => h,
+        }
+    }
+}
+
+/// Whether [`Hold::Auto`] copies a file of `len` bytes: only where huge pages make the copy
+/// faster to read, and never so large that the copy could push the machine into swap.
+fn copy_pays(len: usize, huge_pages: bool, available: Option<u64>) -> bool {
+    huge_pages && available.is_some_and(|a| (len as u64).saturating_mul(2) <= a)
+}
+
+/// Whether `madvise(MADV_HUGEPAGE)` gets transparent huge pages here.
+fn huge_pages() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"))
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    kib.trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1024)
+}
+
+/// The first `len` bytes of `file` in private memory advised for huge pages. Read with
+/// `read` calls rather than copied from a map: no page faults on the file's side, and its
+/// pages never count in this process's RSS.
+fn copy_to_private(file: &File, len: usize) -> std::io::Result<Mmap> {
+    use std::io::Read;
+    let mut copy = MmapMut::map_anon(len)?;
+    #[cfg(target_os = "linux")]
+    // Best effort: without transparent huge pages the copy is still correct.
+    let _ = copy.advise(memmap2::Advice::HugePage);
+    let mut reader = file;
+    std::io::Seek::rewind(&mut reader)?;
+    reader.read_exact(&mut copy)?;
+    copy.make_read_only()
+}
+
+/// The file at `path` held as `hold` says (resolved to `Map` or `Copy`), and its header.
+fn map_and_parse(path: &Path, hold: Hold) -> Result<(Mmap, Hold, Header)> {
     let io_err = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -98,7 +165,13 @@ fn map_and_parse(path: &Path) -> Result<(Mmap, Header)> {
     // would fault; that is the accepted contract of every mmap-based model loader.
     let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
     let header = parse(&map).map_err(|kind| Error::gguf(path, kind))?;
-    Ok((map, header))
+    // Copied after the header checks: a bad file fails before any copy is made.
+    let hold = hold.resolve(map.len());
+    let map = match hold {
+        Hold::Copy => copy_to_private(&file, map.len()).map_err(io_err)?,
+        _ => map,
+    };
+    Ok((map, hold, header))
 }
 
 /// `split.no` and `split.count` of a header, if it is part of a split model.
@@ -130,8 +203,13 @@ impl GgufFile {
     /// Map `path` (and, for a split model, its other files) and validate every header and
     /// tensor table.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Hold::Map)
+    }
+
+    /// [`GgufFile::open`], holding the bytes as `hold` says.
+    pub fn open_with(path: impl AsRef<Path>, hold: Hold) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let (map, header) = map_and_parse(&path)?;
+        let (map, held, header) = map_and_parse(&path, hold)?;
         let err = |kind| Error::gguf(&path, kind);
         let split = split_position(&header).map_err(err)?;
         let mut tensors = header.tensors;
@@ -159,7 +237,7 @@ impl GgufFile {
                         ),
                     })
                 })?;
-                let (map, h) = match map_and_parse(&other) {
+                let (map, _, h) = match map_and_parse(&other, held) {
                     Err(Error::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
@@ -204,6 +282,7 @@ impl GgufFile {
             tensor_index,
             tensors,
             data_offset: header.data_offset,
+            held,
             shards,
         })
     }
@@ -661,6 +740,42 @@ mod tests {
         w.u32(ty.id());
         w.u64(offset);
         w
+    }
+
+    /// A file in the temp folder holding `bytes`, opened; removed when the test ends.
+    fn temp_file(name: &str, bytes: &[u8]) -> File {
+        let path = std::env::temp_dir().join(format!("rllm-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_private_copy_holds_the_file_bytes() {
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let file = temp_file("copy", &bytes);
+        let copy = copy_to_private(&file, bytes.len()).unwrap();
+        assert_eq!(&copy[..], &bytes[..]);
+        // From the start however far the file was read before.
+        assert_eq!(&copy_to_private(&file, 10).unwrap()[..], &bytes[..10]);
+        assert!(copy_to_private(&temp_file("empty", &[]), 0)
+            .unwrap()
+            .is_empty());
+        // A file shorter than asked (truncated after it was checked) is an error, not garbage.
+        assert!(copy_to_private(&temp_file("short", &bytes[..5]), 10).is_err());
+    }
+
+    #[test]
+    fn auto_copies_only_with_huge_pages_and_room() {
+        let gib = 1u64 << 30;
+        assert!(copy_pays(1 << 30, true, Some(2 * gib)));
+        assert!(!copy_pays(1 << 30, true, Some(2 * gib - 1)));
+        assert!(!copy_pays(1 << 20, false, Some(64 * gib)));
+        assert!(!copy_pays(1 << 20, true, None));
+        assert_eq!(Hold::Map.resolve(1), Hold::Map);
+        assert_eq!(Hold::Copy.resolve(usize::MAX), Hold::Copy);
+        assert_ne!(Hold::Auto.resolve(1), Hold::Auto);
     }
 
     #[test]
