@@ -382,8 +382,8 @@ fn add_bias(rows: &mut [f32], bias: &[f32]) {
 }
 
 thread_local! {
-    /// Per-thread attention scratch, grown to the longest context seen: `[n_ctx]` scores and
-    /// `[2 (head_dim + n_ctx)]` f16 bytes (the query, then the probabilities).
+    /// Per-thread attention scratch, grown to the longest context seen: `[group, head_dim]`
+    /// queries then `[group, n_ctx]` scores, and `[2 n_ctx]` f16 bytes of probabilities.
     static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -460,12 +460,13 @@ fn attention_block(
     let window = if hp.swa_layers[l] { hp.n_swa } else { None };
     let causal = hp.causal;
     let q = &s.q;
-    // Head h, query rows t0.. (as many as `out` holds): scores, softmax, weighted values.
-    let attend = |h: usize, t0: usize, out: &mut [f32], scores: &mut [f32], bytes: &mut [u8]| {
-        let g = h / group;
-        let (q16, p16) = bytes.split_at_mut(2 * hd);
+    // KV head g, query rows t0.. (as many as `out` holds), every query head of the group:
+    // scores (sharing each key load), softmax, weighted values. `out` holds each row's
+    // `group` heads side by side.
+    let attend = |g: usize, t0: usize, out: &mut [f32], scratch: &mut [f32], p16: &mut [u8]| {
+        let (qg, scores) = scratch.split_at_mut(group * hd);
         for (out, (t, &(seq, pos))) in out
-            .chunks_exact_mut(hd)
+            .chunks_exact_mut(group * hd)
             .zip(rows.iter().enumerate().skip(t0))
         {
             let cache = seqs[seq].kv.layer(l);
@@ -478,39 +479,51 @@ fn attention_block(
                 seqs[seq].pos0 + seqs[seq].tokens.len() - 1
             };
             let n = last + 1 - first;
-            f16_dot.quantize_act(&q[t * qd + h * hd..t * qd + (h + 1) * hd], q16);
-            let sc = &mut scores[..n];
-            f16_dot.dot_rows(hd, cache.keys(g, first..=last), q16, sc);
-            sc.iter_mut().for_each(|v| *v *= scale);
-            ops::softmax(sc);
-            let p16 = &mut p16[..2 * n];
-            f16_dot.quantize_act(sc, p16);
+            let heads = &q[t * qd + g * group * hd..t * qd + (g + 1) * group * hd];
+            for (r, &x) in qg.iter_mut().zip(heads) {
+                *r = half::f16::from_f32(x).to_f32();
+            }
+            let scores = &mut scores[..group * n];
+            let (keys, key_stride) = cache.key_dims(g * hd..(g + 1) * hd, first..=last);
+            rllm_kernels::attn::scores_f16t(keys, key_stride, hd, n, qg, scores);
             let (values, stride) = cache.value_dims(g * hd..(g + 1) * hd, first..=last);
-            f16_dot.dot_rows_strided(n, values, stride, p16, out);
+            let p16 = &mut p16[..2 * n];
+            for (sc, out) in scores.chunks_exact_mut(n).zip(out.chunks_exact_mut(hd)) {
+                sc.iter_mut().for_each(|v| *v *= scale);
+                ops::softmax(sc);
+                f16_dot.quantize_act(sc, p16);
+                f16_dot.dot_rows_strided(n, values, stride, p16, out);
+            }
         }
     };
-    // Units of one (head, query row): each thread takes a run of them, which covers parts of
-    // one or more heads, and attends with its own scratch rows.
-    // The normed input is spent (Q/K/V are projected): its buffer takes the heads.
+    // Units of one (KV head, query row): each thread takes a run of them, which covers parts
+    // of one or more KV heads, and attends with its own scratch rows.
+    // The normed input is spent (Q/K/V are projected): its buffer takes the heads, laid out
+    // `[n_head_kv, m, group, hd]`.
     let heads = &mut s.xn[..hp.n_head * m * hd];
-    pool.split(chunks(heads, hd), |units, out| {
-        ATTN_SCRATCH.with_borrow_mut(|(scores, bytes)| {
-            let n_bytes = 2 * (hd + n_ctx);
-            if scores.len() < n_ctx {
-                scores.resize(n_ctx, 0.0);
+    pool.split(chunks(heads, group * hd), |units, out| {
+        ATTN_SCRATCH.with_borrow_mut(|(scratch, p16)| {
+            let n_scratch = group * (hd + n_ctx);
+            if scratch.len() < n_scratch {
+                scratch.resize(n_scratch, 0.0);
             }
-            if bytes.len() < n_bytes {
-                bytes.resize(n_bytes, 0);
+            if p16.len() < 2 * n_ctx {
+                p16.resize(2 * n_ctx, 0);
             }
-            let bytes = &mut bytes[..n_bytes];
             let mut out = out;
             let mut u = units.start;
             while u < units.end {
-                // The rest of this head's query rows in the run.
-                let (h, t0) = (u / m, u % m);
+                // The rest of this KV head's query rows in the run.
+                let (g, t0) = (u / m, u % m);
                 let n = (units.end - u).min(m - t0);
-                let (part, rest) = out.split_at_mut(n * hd);
-                attend(h, t0, part, scores, bytes);
+                let (part, rest) = out.split_at_mut(n * group * hd);
+                attend(
+                    g,
+                    t0,
+                    part,
+                    &mut scratch[..n_scratch],
+                    &mut p16[..2 * n_ctx],
+                );
                 out = rest;
                 u += n;
             }
@@ -518,8 +531,9 @@ fn attention_block(
     });
     let heads = &s.xn;
     for_rows(pool, &mut s.q, qd, m, |t, row| {
-        for (h, out) in row.chunks_exact_mut(hd).enumerate() {
-            out.copy_from_slice(&heads[(h * m + t) * hd..(h * m + t + 1) * hd]);
+        for (g, out) in row.chunks_exact_mut(group * hd).enumerate() {
+            let src = (g * m + t) * group * hd;
+            out.copy_from_slice(&heads[src..src + group * hd]);
         }
     });
     s.act.invalidate();

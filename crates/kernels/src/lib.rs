@@ -4,6 +4,7 @@
 //!
 //! Layouts: ggml `src/ggml-common.h`; reference code: ggml `src/ggml-quants.c`.
 
+pub mod attn;
 pub mod blocks;
 pub mod dispatch;
 pub mod gemm;
