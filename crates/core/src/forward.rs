@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rllm_kernels::gemm::{self, GemmActs, GemmInput};
 use rllm_kernels::pool::{chunks, ThreadPool};
-use rllm_kernels::{matmul, GgmlType};
+use rllm_kernels::{attn, matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, NormKind, Positions, Qkv};
 use crate::gguf::GgufFile;
@@ -383,8 +383,8 @@ fn add_bias(rows: &mut [f32], bias: &[f32]) {
 
 thread_local! {
     /// Per-thread attention scratch, grown to the longest context seen: `[group, head_dim]`
-    /// queries then `[group, n_ctx]` scores, and `[2 n_ctx]` f16 bytes of probabilities.
-    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// queries then `[group, n_ctx]` scores.
+    static ATTN_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn attention_block(
@@ -449,9 +449,8 @@ fn attention_block(
         start += n;
     }
 
-    // Attention runs on the f16 cache with ggml's f16 dot products: queries and
-    // probabilities are rounded to f16, products accumulate in f32.
-    let f16_dot = rllm_kernels::dot_kernel(GgmlType::F16).expect("F16 kernels exist");
+    // Attention runs on the f16 cache as ggml's f16 products do: queries and probabilities
+    // are rounded to f16, products accumulate in f32.
     let seqs: &[Seq] = seqs;
     let rows = &s.rows;
     let n_ctx = s.n_ctx;
@@ -461,9 +460,9 @@ fn attention_block(
     let causal = hp.causal;
     let q = &s.q;
     // KV head g, query rows t0.. (as many as `out` holds), every query head of the group:
-    // scores (sharing each key load), softmax, weighted values. `out` holds each row's
-    // `group` heads side by side.
-    let attend = |g: usize, t0: usize, out: &mut [f32], scratch: &mut [f32], p16: &mut [u8]| {
+    // scores, softmax, weighted values (each key and value load shared by the group). `out`
+    // holds each row's `group` heads side by side.
+    let attend = |g: usize, t0: usize, out: &mut [f32], scratch: &mut [f32]| {
         let (qg, scores) = scratch.split_at_mut(group * hd);
         for (out, (t, &(seq, pos))) in out
             .chunks_exact_mut(group * hd)
@@ -479,21 +478,18 @@ fn attention_block(
                 seqs[seq].pos0 + seqs[seq].tokens.len() - 1
             };
             let n = last + 1 - first;
-            let heads = &q[t * qd + g * group * hd..t * qd + (g + 1) * group * hd];
-            for (r, &x) in qg.iter_mut().zip(heads) {
-                *r = half::f16::from_f32(x).to_f32();
-            }
+            qg.copy_from_slice(&q[t * qd + g * group * hd..t * qd + (g + 1) * group * hd]);
+            attn::round_to_f16(qg);
             let scores = &mut scores[..group * n];
             let (keys, key_stride) = cache.key_dims(g * hd..(g + 1) * hd, first..=last);
-            rllm_kernels::attn::scores_f16t(keys, key_stride, hd, n, qg, scores);
-            let (values, stride) = cache.value_dims(g * hd..(g + 1) * hd, first..=last);
-            let p16 = &mut p16[..2 * n];
-            for (sc, out) in scores.chunks_exact_mut(n).zip(out.chunks_exact_mut(hd)) {
+            attn::scores_f16t(keys, key_stride, hd, n, qg, scores);
+            for sc in scores.chunks_exact_mut(n) {
                 sc.iter_mut().for_each(|v| *v *= scale);
                 ops::softmax(sc);
-                f16_dot.quantize_act(sc, p16);
-                f16_dot.dot_rows_strided(n, values, stride, p16, out);
             }
+            attn::round_to_f16(scores);
+            let (values, stride) = cache.value_dims(g * hd..(g + 1) * hd, first..=last);
+            attn::weighted_values_f16t(values, stride, hd, n, scores, out);
         }
     };
     // Units of one (KV head, query row): each thread takes a run of them, which covers parts
@@ -502,13 +498,10 @@ fn attention_block(
     // `[n_head_kv, m, group, hd]`.
     let heads = &mut s.xn[..hp.n_head * m * hd];
     pool.split(chunks(heads, group * hd), |units, out| {
-        ATTN_SCRATCH.with_borrow_mut(|(scratch, p16)| {
+        ATTN_SCRATCH.with_borrow_mut(|scratch| {
             let n_scratch = group * (hd + n_ctx);
             if scratch.len() < n_scratch {
                 scratch.resize(n_scratch, 0.0);
-            }
-            if p16.len() < 2 * n_ctx {
-                p16.resize(2 * n_ctx, 0);
             }
             let mut out = out;
             let mut u = units.start;
@@ -517,13 +510,7 @@ fn attention_block(
                 let (g, t0) = (u / m, u % m);
                 let n = (units.end - u).min(m - t0);
                 let (part, rest) = out.split_at_mut(n * group * hd);
-                attend(
-                    g,
-                    t0,
-                    part,
-                    &mut scratch[..n_scratch],
-                    &mut p16[..2 * n_ctx],
-                );
+                attend(g, t0, part, &mut scratch[..n_scratch]);
                 out = rest;
                 u += n;
             }

@@ -1,8 +1,8 @@
 //! Per-layer key/value storage in f16, as llama.cpp keeps it by default. Keys and values are
 //! both stored transposed, one row of positions per dimension (`[kv_dim, n_ctx]`; llama.cpp
 //! transposes the values only): the scores of a query fill vectors of positions, with no
-//! horizontal sum per key, and the queries of one KV head share each key load
-//! ([`rllm_kernels::attn`]); the weighted values stream contiguous rows.
+//! horizontal sum per key, and the queries of one KV head share each key and value load
+//! ([`rllm_kernels::attn`]).
 
 use half::f16;
 use rllm_kernels::pool::{chunks, ThreadPool};
@@ -52,7 +52,8 @@ impl KvLayer<'_> {
         dims_at(self.kt, self.n_ctx, dims, positions)
     }
 
-    /// Value dimensions `dims` at positions `positions` (for `DotKernel::dot_rows_strided`).
+    /// Value dimensions `dims` at positions `positions` (the values and stride of
+    /// [`rllm_kernels::attn::weighted_values_f16t`]).
     pub fn value_dims(
         &self,
         dims: std::ops::Range<usize>,
