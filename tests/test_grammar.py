@@ -193,7 +193,8 @@ EXAMPLES = {
     "json": ("Describe a cat as a JSON object.", None),
     "json_arr": ("List three fruits as a JSON array.", None),
     "arithmetic": ("Write two sums, like 1+2= 3.", r"[a-z0-9_()+\-*/= \t\n]*"),
-    "list": ("Write a shopping list.", r"(- [^\r\n]+\n)*(- [^\r\n]*)?"),
+    # A cut at max_tokens may end anywhere in an item, even right after its "-".
+    "list": ("Write a shopping list.", r"(- [^\r\n]+\n)*(-( [^\r\n]*)?)?"),
     "chess": ("Write the first moves of a chess game.", r"1\. [a-hKQRBNOx1-8=+#\- \n.0-9]*"),
     "c": ("Write a C function that adds two ints.", None),
     "english": ("Say hello.", r"[a-zA-Z0-9!-/:-@\[-`{-~ \t\n]*"),
