@@ -134,18 +134,50 @@ fn available_memory() -> Option<u64> {
 }
 
 /// The first `len` bytes of `file` in private memory advised for huge pages. Read with
-/// `read` calls rather than copied from a map: no page faults on the file's side, and its
-/// pages never count in this process's RSS.
+/// positioned `read` calls rather than copied from a map: no page faults on the file's side,
+/// and its pages never count in this process's RSS. Up to 8 threads read whole 2 MiB pages
+/// each: the kernel's zeroing of the new pages, most of the cost, spreads over cores.
 fn copy_to_private(file: &File, len: usize) -> std::io::Result<Mmap> {
-    use std::io::Read;
+    const HUGE_PAGE: usize = 2 << 20;
     let mut copy = MmapMut::map_anon(len)?;
     #[cfg(target_os = "linux")]
     // Best effort: without transparent huge pages the copy is still correct.
     let _ = copy.advise(memmap2::Advice::HugePage);
-    let mut reader = file;
-    std::io::Seek::rewind(&mut reader)?;
-    reader.read_exact(&mut copy)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let part = len.div_ceil(threads).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
+    std::thread::scope(|s| {
+        let reads: Vec<_> = copy
+            .chunks_mut(part)
+            .enumerate()
+            .map(|(i, dst)| s.spawn(move || read_at(file, dst, (i * part) as u64)))
+            .collect();
+        reads
+            .into_iter()
+            .try_for_each(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    })?;
     copy.make_read_only()
+}
+
+/// Fill `buf` from `file` at byte `offset` (an error if the file ends first).
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Fill `buf` from `file` at byte `offset` (an error if the file ends first).
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file at `path` held as `hold` says (resolved to `Map` or `Copy`), and its header.
