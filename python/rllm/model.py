@@ -116,8 +116,6 @@ class Model:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.path = resolve_model(path)
-        if use_mmap is not None and not isinstance(use_mmap, bool):
-            raise TypeError(f"use_mmap must be True, False or None, got {use_mmap!r}")
         self._model = _rllm.Model(self.path, use_mmap)
         log_model(self._model, verbose)
         try:

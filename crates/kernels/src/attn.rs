@@ -4,8 +4,9 @@
 //! any number of queries or positions: a score has the same bits in a prompt and in decode.
 //!
 //! Against keys stored by position, a score needed a horizontal sum of its partial sums; here
-//! 8 or 16 positions fill a vector, and the queries of one KV head (the heads of a GQA group,
-//! the query rows of a prompt) share every key load.
+//! 8 or 16 positions fill a vector, and the query heads of one KV head (a GQA group) share
+//! every key load. The weighted values ([`weighted_values_f16t`]) read the values, stored
+//! transposed too, the same way.
 
 use half::f16;
 
@@ -18,25 +19,8 @@ use crate::dispatch::Isa;
 /// Panics if `hd` is 0 or does not divide `q.len()`, if `out` is not `n` scores per query, or if
 /// `kt` is too short for `hd` rows of `n` positions at `stride`, or `stride < 2n`.
 pub fn scores_f16t(kt: &[u8], stride: usize, hd: usize, n: usize, q: &[f32], out: &mut [f32]) {
-    check(kt, stride, hd, n, q, out);
     // SAFETY: the active tier runs on this CPU.
-    unsafe { scores_on(crate::active_isa(), kt, stride, hd, n, q, out) }
-}
-
-fn check(kt: &[u8], stride: usize, hd: usize, n: usize, q: &[f32], out: &[f32]) {
-    assert!(
-        hd > 0 && q.len() % hd == 0,
-        "scores_f16t: {} query values of {hd}",
-        q.len()
-    );
-    assert_eq!(out.len(), q.len() / hd * n, "scores_f16t: output length");
-    if n > 0 {
-        assert!(
-            stride >= 2 * n && kt.len() >= (hd - 1) * stride + 2 * n,
-            "scores_f16t: {} bytes for {hd} rows of {n} positions at stride {stride}",
-            kt.len()
-        );
-    }
+    unsafe { scores_f16t_on(crate::active_isa(), kt, stride, hd, n, q, out) }
 }
 
 /// [`scores_f16t`] on tier `isa`.
@@ -52,32 +36,29 @@ pub unsafe fn scores_f16t_on(
     q: &[f32],
     out: &mut [f32],
 ) {
-    check(kt, stride, hd, n, q, out);
-    // SAFETY: the caller's contract.
-    unsafe { scores_on(isa, kt, stride, hd, n, q, out) }
-}
-
-/// # Safety
-/// This CPU must run `isa`; the arguments passed [`check`].
-unsafe fn scores_on(
-    isa: Isa,
-    kt: &[u8],
-    stride: usize,
-    hd: usize,
-    n: usize,
-    q: &[f32],
-    out: &mut [f32],
-) {
-    let done = match isa {
+    assert!(
+        hd > 0 && q.len() % hd == 0,
+        "scores_f16t: {} query values of {hd}",
+        q.len()
+    );
+    assert_eq!(out.len(), q.len() / hd * n, "scores_f16t: output length");
+    if n == 0 {
+        return;
+    }
+    assert!(
+        stride >= 2 * n && kt.len() >= (hd - 1) * stride + 2 * n,
+        "scores_f16t: {} bytes for {hd} rows of {n} positions at stride {stride}",
+        kt.len()
+    );
+    match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the tier's CPU features are present (the caller's contract).
         Isa::Avx512 => unsafe { x86::scores_avx512(kt, stride, hd, n, q, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { x86::scores_avx2(kt, stride, hd, n, q, out) },
-        _ => 0,
-    };
-    scores_scalar(kt, stride, hd, n, q, out, done);
+        _ => scores_scalar(kt, stride, hd, n, q, out),
+    }
 }
 
 /// `out[j·hd + i] = Σ_p w[j·n + p] · v(i, p)` for each query `j < w.len() / n` and dimension
@@ -182,18 +163,10 @@ fn key(kt: &[u8], stride: usize, d: usize, p: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([kt[i], kt[i + 1]])).to_f32()
 }
 
-/// The reference (and the scalar tier): positions `from..n` of every query.
-fn scores_scalar(
-    kt: &[u8],
-    stride: usize,
-    hd: usize,
-    n: usize,
-    q: &[f32],
-    out: &mut [f32],
-    from: usize,
-) {
-    for (qj, oj) in q.chunks_exact(hd).zip(out.chunks_exact_mut(n.max(1))) {
-        for (p, o) in oj.iter_mut().enumerate().take(n).skip(from) {
+/// The reference of [`scores_f16t`] (and the scalar tier).
+fn scores_scalar(kt: &[u8], stride: usize, hd: usize, n: usize, q: &[f32], out: &mut [f32]) {
+    for (qj, oj) in q.chunks_exact(hd).zip(out.chunks_exact_mut(n)) {
+        for (p, o) in oj.iter_mut().enumerate() {
             let mut acc = 0f32;
             for (d, &x) in qj.iter().enumerate() {
                 acc = x.mul_add(key(kt, stride, d, p), acc);
@@ -201,19 +174,6 @@ fn scores_scalar(
             *o = acc;
         }
     }
-}
-
-/// The reference over all positions (for tests).
-pub fn scores_f16t_scalar(
-    kt: &[u8],
-    stride: usize,
-    hd: usize,
-    n: usize,
-    q: &[f32],
-    out: &mut [f32],
-) {
-    check(kt, stride, hd, n, q, out);
-    scores_scalar(kt, stride, hd, n, q, out, 0);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -224,7 +184,7 @@ mod x86 {
     /// enough to cover the FMA latency.
     const NQ: usize = 4;
 
-    /// All the scores (AVX2: 16 positions at a time, then 8, then the last 1-7); returns `n`.
+    /// All the scores (AVX2: 16 positions at a time, then 8, then the last 1-7).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn scores_avx2(
         kt: &[u8],
@@ -233,7 +193,7 @@ mod x86 {
         n: usize,
         q: &[f32],
         out: &mut [f32],
-    ) -> usize {
+    ) {
         let main = n / 16 * 16;
         let kp = kt.as_ptr();
         // SAFETY: the callers pass p + 8 ≤ n and d < hd (bytes d·stride + 2p .. + 16 lie in
@@ -299,11 +259,10 @@ mod x86 {
             }
             j0 += nq;
         }
-        n
     }
 
     /// All the scores (AVX-512: 32 positions at a time, then 16, then the last 1-15 under a
-    /// mask); returns `n`.
+    /// mask).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) fn scores_avx512(
         kt: &[u8],
@@ -312,7 +271,7 @@ mod x86 {
         n: usize,
         q: &[f32],
         out: &mut [f32],
-    ) -> usize {
+    ) {
         let main = n / 32 * 32;
         let kp = kt.as_ptr();
         // SAFETY: for p + 32 ≤ main ≤ n and d < hd, bytes d·stride + 2p .. + 64 lie in `kt`.
@@ -371,7 +330,6 @@ mod x86 {
             }
             j0 += nq;
         }
-        n
     }
 
     /// The weighted values of queries `j0..j0 + NQ`, dimensions `i0..i0 + NI` (AVX-512: one
@@ -596,7 +554,9 @@ mod tests {
                         .collect();
                     let q: Vec<f32> = (0..nq * hd).map(|_| rng.f16(1.0).to_f32()).collect();
                     let mut want = vec![f32::NAN; nq * n];
-                    scores_f16t_scalar(&kt, stride, hd, n, &q, &mut want);
+                    if n > 0 {
+                        scores_scalar(&kt, stride, hd, n, &q, &mut want);
+                    }
                     // The reference is the plain chain it claims to be.
                     for (j, w) in want
                         .chunks(n.max(1))

@@ -235,8 +235,8 @@ impl DotKernel {
         }
     }
 
-    /// `out[i] = dot(n-element row at byte i·stride of w, a)`: rows that do not touch (attention's
-    /// value rows, `n_ctx` apart). The same bits as [`Self::dot`] per row.
+    /// `out[i] = dot(n-element row at byte i·stride of w, a)`: rows that do not touch (spaced
+    /// out in a larger buffer). The same bits as [`Self::dot`] per row.
     pub fn dot_rows_strided(&self, n: usize, w: &[u8], stride: usize, a: &[u8], out: &mut [f32]) {
         let w_row = self.weight.row_bytes(n).unwrap_or_else(|| {
             panic!(
