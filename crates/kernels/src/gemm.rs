@@ -909,29 +909,94 @@ mod tests {
                 for (wr, br) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
                     quantize_row(ty, wr, br, None);
                 }
-                for isa in available_isas() {
-                    let Some(g) = Gemm::new(ty, isa) else {
-                        continue;
-                    };
-                    assert_eq!(g.input(), GemmInput::Q8K);
-                    let lanes = matches!(g.kind, Kind::LanesK { .. });
-                    assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
-                    let k = dot_kernel_for(ty, isa).unwrap();
-                    let mut a = Vec::new();
-                    crate::matmul::quantize_rows(&pool, &k, &x, n_cols, &mut a);
-                    let mut dots = vec![0f32; m * n_rows];
-                    crate::matmul::matmul(&pool, &k, &bytes, n_rows, n_cols, &a, m, &mut dots);
-                    let mut got = vec![0f32; m * n_rows];
-                    g.matmul_q8k(&pool, &bytes, n_rows, n_cols, &a, m, &mut got);
-                    for (i, (g, d)) in got.iter().zip(&dots).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            d.to_bits(),
-                            "{ty} {isa} {n_rows}x{n_cols} m={m} [{i}]: {g} vs {d}"
-                        );
+                assert_k_gemm_equals_dot_path(&pool, ty, &bytes, n_rows, n_cols, &x, m);
+            }
+        }
+    }
+
+    /// Every K-quant GEMM of `ty` on this CPU against the dot path, bit for bit, on the weight rows `bytes` and the activation rows `x`.
+    fn assert_k_gemm_equals_dot_path(
+        pool: &ThreadPool,
+        ty: GgmlType,
+        bytes: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        x: &[f32],
+        m: usize,
+    ) {
+        for isa in available_isas() {
+            let Some(g) = Gemm::new(ty, isa) else {
+                continue;
+            };
+            assert_eq!(g.input(), GemmInput::Q8K);
+            let lanes = matches!(g.kind, Kind::LanesK { .. });
+            assert_eq!(lanes, isa == Isa::Avx512, "{ty} {isa}");
+            let k = dot_kernel_for(ty, isa).unwrap();
+            let mut a = Vec::new();
+            crate::matmul::quantize_rows(pool, &k, x, n_cols, &mut a);
+            let mut dots = vec![0f32; m * n_rows];
+            crate::matmul::matmul(pool, &k, bytes, n_rows, n_cols, &a, m, &mut dots);
+            let mut got = vec![0f32; m * n_rows];
+            g.matmul_q8k(pool, bytes, n_rows, n_cols, &a, m, &mut got);
+            for (i, (g, d)) in got.iter().zip(&dots).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    d.to_bits(),
+                    "{ty} {isa} {n_rows}x{n_cols} m={m} [{i}]: {g} vs {d}"
+                );
+            }
+        }
+    }
+
+    /// The largest codes of each K-quant against the largest activation codes (Q8_K ±127 and
+    /// −128): every integer sum of the tiles at its bound, and still exact.
+    #[test]
+    fn k_gemm_is_exact_at_the_largest_codes() {
+        use crate::types::QK_K;
+        let pool = ThreadPool::new(2).unwrap();
+        let (n_rows, n_cols, m) = (17, 2 * QK_K, 9);
+        let one = half::f16::from_f32(1.0).to_bits().to_le_bytes();
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let rb = ty.row_bytes(n_cols).unwrap();
+            // Every byte 0xFF gives the top code everywhere (Q4_K/Q5_K scales and mins 63,
+            // Q6_K scales −1); then d = 1 and a zero dmin, or Q6_K scales of ±127.
+            let mut bytes = vec![0xFFu8; n_rows * rb];
+            for (r, block) in bytes.chunks_exact_mut(rb / (n_cols / QK_K)).enumerate() {
+                match ty {
+                    GgmlType::Q6_K => {
+                        let n = block.len();
+                        for (j, s) in block[n - 18..n - 2].iter_mut().enumerate() {
+                            *s = if (r + j) % 2 == 0 { 127 } else { 0x81 };
+                        }
+                        block[n - 2..].copy_from_slice(&one);
+                    }
+                    _ => {
+                        block[..2].copy_from_slice(&one);
+                        block[2..4].fill(0);
                     }
                 }
             }
+            // Rows of one value (all codes −128 after Q8_K's rounding), of ±max, and mixed.
+            let x: Vec<f32> = (0..m * n_cols)
+                .map(|i| match (i / n_cols) % 3 {
+                    0 => 2.5,
+                    1 => {
+                        if i % 2 == 0 {
+                            3.0
+                        } else {
+                            -3.0
+                        }
+                    }
+                    _ => {
+                        if i % 7 == 0 {
+                            -4.0
+                        } else {
+                            4.0
+                        }
+                    }
+                })
+                .collect();
+            assert_k_gemm_equals_dot_path(&pool, ty, &bytes, n_rows, n_cols, &x, m);
         }
     }
 
