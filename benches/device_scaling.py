@@ -22,6 +22,7 @@ test; the table holds medians, with each engine's speed-up over its own 1-thread
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -116,9 +117,10 @@ def build_llama_bench(src: Path, build: Path) -> Path:
 
 def unpack_wheel(wheel: Path, site: Path) -> None:
     """Unpack the wheel into `site` (a wheel is a zip of the installed files); skipped when
-    this wheel is already there."""
+    this wheel is already there (by content: a rebuilt wheel keeps its name)."""
     stamp = site / ".wheel"
-    if stamp.exists() and stamp.read_text() == wheel.name:
+    digest = f"{wheel.name} {hashlib.sha256(wheel.read_bytes()).hexdigest()}"
+    if stamp.exists() and stamp.read_text() == digest:
         return
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
@@ -126,7 +128,7 @@ def unpack_wheel(wheel: Path, site: Path) -> None:
         z.extractall(site)
     for so in site.glob("rllm/_rllm*"):
         so.chmod(0o755)
-    stamp.write_text(wheel.name)
+    stamp.write_text(digest)
 
 
 def python_path(site: Path, llama_src: Path) -> list[str]:
