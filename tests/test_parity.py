@@ -121,6 +121,22 @@ def test_prompt_gemm_logits_are_bit_identical_to_token_by_token(
     np.testing.assert_array_equal(chunked, by_token)
 
 
+def test_long_prompt_logits_are_bit_identical_to_short_chunks(smollm2_path: str) -> None:
+    """A 300-token prompt in one batch (its FFN runs in blocks of rows, the last one partial)
+    gives exactly the logits of the same prompt fed in chunks of 100 tokens."""
+    model = _rllm.Model(smollm2_path)
+    ids = np.random.default_rng(7).integers(100, model.n_vocab, 300).tolist()
+
+    def ctx() -> _rllm.Context:
+        return _rllm.Context(model, n_ctx=320, n_threads=2, n_batch=300)
+
+    batched = ctx().eval(ids, all_logits=True)
+    two = ctx()
+    chunked = np.concatenate([two.eval(ids[i : i + 100], all_logits=True) for i in (0, 100, 200)])
+    assert batched.shape == (300, model.n_vocab)
+    np.testing.assert_array_equal(batched, chunked)
+
+
 # Two of llama.cpp's top-10 closer than this are a near-tie whose order may differ.
 NEAR_TIE = 0.2
 

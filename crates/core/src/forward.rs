@@ -38,9 +38,9 @@ pub struct Scratch {
     v: Vec<f32>,
     /// `[n_batch, n_embd]` output of a projection back to the residual width
     proj: Vec<f32>,
-    /// `[n_batch, 2 n_ff]` gate (or fused gate/up) projection
+    /// `[FFN_ROWS, 2 n_ff]` gate (or fused gate/up) projection
     gate: Vec<f32>,
-    /// `[n_batch, n_ff]`
+    /// `[FFN_ROWS, n_ff]`
     up: Vec<f32>,
     /// Positions each KV cache holds (the longest row of attention scores).
     n_ctx: usize,
@@ -49,6 +49,11 @@ pub struct Scratch {
     /// `[n_batch]` (sequence index, position) of each row of the batch
     rows: Vec<(usize, usize)>,
 }
+
+/// Rows of a batch the FFN takes at a time: its hidden activations (3 n_ff floats a row) are
+/// the largest scratch, and a GEMM of this many rows already runs at full speed (llama.cpp
+/// caps its compute buffers the same way, at 512-row micro-batches).
+const FFN_ROWS: usize = 256;
 
 impl Scratch {
     pub fn new(hp: &HParams, n_batch: usize, n_ctx: usize) -> Self {
@@ -63,8 +68,8 @@ impl Scratch {
             k: z(n_batch * kv),
             v: z(n_batch * kv),
             proj: z(n_batch * hp.n_embd),
-            gate: z(n_batch * 2 * hp.n_ff),
-            up: z(n_batch * hp.n_ff),
+            gate: z(n_batch.min(FFN_ROWS) * 2 * hp.n_ff),
+            up: z(n_batch.min(FFN_ROWS) * hp.n_ff),
             n_ctx,
             act: ActCache::default(),
             rows: Vec::with_capacity(n_batch),
@@ -548,51 +553,23 @@ fn ffn_block(
     s: &mut Scratch,
     m: usize,
 ) {
-    let (f, e) = (hp.n_ff, hp.n_embd);
+    let e = hp.n_embd;
     let input = sublayer_input(pool, hp, &s.x, &mut s.xn, &layer.ffn_norm, m);
-    s.act.invalidate();
-    match (&layer.ffn_gate, hp.activation) {
-        (Some(gate), _) => {
-            let outs = [&mut s.gate[..], &mut s.up[..]];
-            s.act
-                .project_parts(pool, map, [gate, &layer.ffn_up], input, m, outs);
-        }
-        // No gate: the up projection goes where the activation reads.
-        (None, Activation::Gelu) => s
-            .act
-            .project(pool, map, &layer.ffn_up, input, m, &mut s.gate),
-        (None, _) => {
-            // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move
-            // lands on rows already consumed.
-            s.act
-                .project(pool, map, &layer.ffn_up, input, m, &mut s.gate);
-            for t in 0..m {
-                s.up[t * f..(t + 1) * f].copy_from_slice(&s.gate[t * 2 * f + f..(t + 1) * 2 * f]);
-                s.gate.copy_within(t * 2 * f..t * 2 * f + f, t * f);
-            }
-        }
-    }
-    if let Some(b) = &layer.ffn_up_b {
-        let up = match hp.activation {
-            Activation::Gelu => &mut s.gate[..m * f],
-            _ => &mut s.up[..m * f],
-        };
-        add_bias(up, b);
-    }
-    let up = &s.up;
-    for_rows(pool, &mut s.gate, f, m, |t, gate| {
-        let up = &up[t * f..(t + 1) * f];
-        match hp.activation {
-            Activation::Silu => ops::swiglu(gate, up),
-            Activation::GeluTanh => geglu(gate, up),
-            Activation::Gelu => gate.iter_mut().for_each(|g| *g = gelu(*g)),
-        }
-    });
-    s.act.invalidate();
-    s.act
-        .project(pool, map, &layer.ffn_down, &s.gate, m, &mut s.proj);
-    if let Some(b) = &layer.ffn_down_b {
-        add_bias(&mut s.proj[..m * e], b);
+    for c0 in (0..m).step_by(FFN_ROWS) {
+        let mc = FFN_ROWS.min(m - c0);
+        let proj = &mut s.proj[c0 * e..(c0 + mc) * e];
+        let bufs = (&mut s.gate[..], &mut s.up[..]);
+        ffn_rows(
+            pool,
+            hp,
+            map,
+            layer,
+            &mut s.act,
+            bufs,
+            &input[c0 * e..],
+            mc,
+            proj,
+        );
     }
     let proj = &mut s.proj;
     if let Some(w) = &layer.post_ffn_norm {
@@ -602,6 +579,68 @@ fn ffn_block(
     }
     let norm = (&layer.ffn_norm[..], layer.ffn_norm_b.as_ref());
     residual_add(pool, hp, &mut s.x, &s.proj, norm, m);
+}
+
+/// The FFN of `m` rows (at most [`FFN_ROWS`]) of `input` into `proj`: the gate and up
+/// projections (into `g` and `u`), the activation, the down projection and its bias.
+#[allow(clippy::too_many_arguments)]
+fn ffn_rows(
+    pool: &ThreadPool,
+    hp: &HParams,
+    map: &GgufFile,
+    layer: &Layer,
+    act: &mut ActCache,
+    (g, u): (&mut [f32], &mut [f32]),
+    input: &[f32],
+    m: usize,
+    proj: &mut [f32],
+) {
+    let (f, e) = (hp.n_ff, hp.n_embd);
+    act.invalidate();
+    match (&layer.ffn_gate, hp.activation) {
+        (Some(gate), _) => {
+            act.project_parts(
+                pool,
+                map,
+                [gate, &layer.ffn_up],
+                input,
+                m,
+                [&mut *g, &mut *u],
+            );
+        }
+        // No gate: the up projection goes where the activation reads.
+        (None, Activation::Gelu) => act.project(pool, map, &layer.ffn_up, input, m, g),
+        (None, _) => {
+            // Fused [gate; up] rows: split each into the two buffers. In increasing t, each move
+            // lands on rows already consumed.
+            act.project(pool, map, &layer.ffn_up, input, m, g);
+            for t in 0..m {
+                u[t * f..(t + 1) * f].copy_from_slice(&g[t * 2 * f + f..(t + 1) * 2 * f]);
+                g.copy_within(t * 2 * f..t * 2 * f + f, t * f);
+            }
+        }
+    }
+    if let Some(b) = &layer.ffn_up_b {
+        let up = match hp.activation {
+            Activation::Gelu => &mut g[..m * f],
+            _ => &mut u[..m * f],
+        };
+        add_bias(up, b);
+    }
+    let up = &*u;
+    for_rows(pool, g, f, m, |t, gate| {
+        let up = &up[t * f..(t + 1) * f];
+        match hp.activation {
+            Activation::Silu => ops::swiglu(gate, up),
+            Activation::GeluTanh => geglu(gate, up),
+            Activation::Gelu => gate.iter_mut().for_each(|g| *g = gelu(*g)),
+        }
+    });
+    act.invalidate();
+    act.project(pool, map, &layer.ffn_down, g, m, proj);
+    if let Some(b) = &layer.ffn_down_b {
+        add_bias(&mut proj[..m * e], b);
+    }
 }
 
 /// GELU-tanh(gate) · up, written into `gate`.
