@@ -61,6 +61,29 @@ def test_table_output(tiny: Path) -> None:
     assert "tg" not in done.stdout.split("| pp8 |")[1]
 
 
+def test_profile_splits_the_forward_time_by_op(tiny: Path) -> None:
+    """--profile: per test, the forward pass's time per run and its share per op; the shares
+    of matmul, attention and the rest add up to the whole, and a run without it times nothing."""
+    prompt, gen = bench(
+        tiny, n_prompt=[16], n_gen=[4], threads=[2], reps=2, profile=True, roofline=False
+    )
+    for row in (prompt, gen):
+        shares = row.op_shares
+        assert shares is not None and row.forward_ms is not None
+        assert shares["matmul"] > 0 and shares["attention"] > 0
+        assert 0 < shares["quantize"] < shares["matmul"]
+        assert shares["matmul"] + shares["attention"] + shares["other"] == pytest.approx(1.0)
+        # The forward passes are inside the timed runs: at most a run's wall time.
+        assert 0 < row.forward_ms <= 1e3 * row.n_tokens / min(row.samples) * 1.001
+    plain = bench(tiny, n_prompt=[16], n_gen=[0], threads=[2], reps=1, roofline=False)
+    assert plain[0].op_shares is None and _rllm.take_op_times()["forward"] == 0.0
+    done = cli(
+        "-m", str(tiny), "-p", "8", "-n", "0", "-t", "1", "-r", "1", "--no-roofline", "--profile"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| forward ms/run | matmul | (quantize) | attention | other |" in done.stdout
+
+
 def test_a_test_longer_than_the_context_is_skipped_not_fatal(tiny: Path) -> None:
     rows = bench(tiny, n_prompt=[100, 8], n_gen=[0], threads=[1], reps=1, roofline=False)
     assert rows[0].skipped == "100 tokens exceed the model's context of 64"

@@ -13,6 +13,8 @@ __all__ = [
     "Model",
     "GGUFFile",
     "memory_bandwidth",
+    "profile_ops",
+    "take_op_times",
     "spm_merges",
     "Context",
     "Embedder",
@@ -112,6 +114,13 @@ def spm_merges(texts: list[str]) -> list[tuple[str, str]]:
 def memory_bandwidth(n_threads: int, mib: int = 512, reps: int = 3) -> float:
     """Read-only memory bandwidth in GB/s with ``n_threads`` threads (best of ``reps`` passes
     over ``mib`` MiB)."""
+
+def profile_ops(on: bool) -> None:
+    """Start (``True``) or stop timing the forward pass's ops, process-wide."""
+
+def take_op_times() -> dict[str, float]:
+    """Seconds spent per kind of op since the last call (which resets them): ``forward``
+    (whole passes), ``matmul`` (including ``quantize``), ``quantize`` and ``attention``."""
 
 @final
 class Embedder:

@@ -37,6 +37,10 @@ class BenchResult:
     roofline_tps: float | None = None
     # Why the test did not run (e.g. longer than the model's context), if it did not.
     skipped: str | None = None
+    # With ``profile``: milliseconds per run in the forward pass, and the share of that time
+    # in each kind of op ("matmul" includes "quantize"; "other" is the rest).
+    forward_ms: float | None = None
+    op_shares: dict[str, float] | None = None
 
     @property
     def tps(self) -> float:
@@ -101,8 +105,10 @@ def bench(
     threads: Sequence[int] = (os.cpu_count() or 1,),
     reps: int = 5,
     roofline: bool = True,
+    profile: bool = False,
 ) -> list[BenchResult]:
-    """Run every ppN and tgN test at every thread count on the model at ``path``."""
+    """Run every ppN and tgN test at every thread count on the model at ``path``; with
+    ``profile``, also time the forward pass's ops over the timed runs."""
     _check("n_prompt", n_prompt, 0)
     _check("n_gen", n_gen, 0)
     _check("threads", threads, 1)
@@ -134,10 +140,28 @@ def bench(
             ctx = _rllm.Context(model, n_ctx=n, n_threads=t, n_batch=n if kind == "pp" else 1)
             run = _time_prompt if kind == "pp" else _time_generation
             run(ctx, ids[: min(n, 16)])  # warm-up
-            row.samples = [n / run(ctx, ids) for _ in range(reps)]
+            if profile:
+                _rllm.take_op_times()
+                _rllm.profile_ops(True)
+            try:
+                row.samples = [n / run(ctx, ids) for _ in range(reps)]
+            finally:
+                _rllm.profile_ops(False)
+            if profile:
+                _profile_row(row, _rllm.take_op_times(), reps)
             if bandwidth and kind == "tg":
                 row.roofline_tps = bandwidth * 1e9 / model.bytes_per_token
     return results
+
+
+def _profile_row(row: BenchResult, secs: dict[str, float], reps: int) -> None:
+    forward = secs["forward"]
+    if forward <= 0:
+        return
+    row.forward_ms = 1e3 * forward / reps
+    rest = forward - secs["matmul"] - secs["attention"]
+    shares = {k: secs[k] for k in ("matmul", "quantize", "attention")} | {"other": rest}
+    row.op_shares = {k: v / forward for k, v in shares.items()}
 
 
 def _time_prompt(ctx: _rllm.Context, ids: list[int]) -> float:

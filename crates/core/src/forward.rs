@@ -12,6 +12,7 @@ use rllm_kernels::pool::{chunks, ThreadPool};
 use rllm_kernels::{attn, matmul, GgmlType};
 
 use crate::arch::{Activation, HParams, Layer, NormKind, Positions, Qkv};
+use crate::bench::op_times::{self, Op};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
@@ -109,11 +110,13 @@ impl ActCache {
         m: usize,
         out: &mut [f32],
     ) {
+        let _t = op_times::time(Op::Matmul);
         let x = &x[..m * w.cols];
         let out = &mut out[..m * w.rows];
         let gemm = w.gemm.filter(|_| m >= gemm::MIN_ROWS);
         if let Some(g) = gemm.filter(|g| g.input() == GemmInput::Blocks32) {
             if self.format != Some(ActFormat::Gemm) {
+                let _q = op_times::time(Op::Quantize);
                 self.gemm.quantize(pool, x, w.cols);
                 self.format = Some(ActFormat::Gemm);
             }
@@ -122,6 +125,7 @@ impl ActCache {
         }
         let k = &w.kernel;
         if self.format != Some(ActFormat::Dot(k.act)) {
+            let _q = op_times::time(Op::Quantize);
             matmul::quantize_rows(pool, k, x, w.cols, &mut self.bytes);
             self.format = Some(ActFormat::Dot(k.act));
         }
@@ -159,8 +163,10 @@ impl ActCache {
             }
             return;
         }
+        let _t = op_times::time(Op::Matmul);
         let k = &first.kernel;
         if self.format != Some(ActFormat::Dot(k.act)) {
+            let _q = op_times::time(Op::Quantize);
             matmul::quantize_rows(pool, k, &x[..m * first.cols], first.cols, &mut self.bytes);
             self.format = Some(ActFormat::Dot(k.act));
         }
@@ -229,6 +235,7 @@ pub fn forward(
     head: Head,
     out: &mut Vec<f32>,
 ) {
+    let _t = op_times::time(Op::Forward);
     let hp = &model.hparams;
     let w = &model.weights;
     let map = &model.file;
@@ -502,6 +509,7 @@ fn attention_block(
     // The normed input is spent (Q/K/V are projected): its buffer takes the heads, laid out
     // `[n_head_kv, m, group, hd]`.
     let heads = &mut s.xn[..hp.n_head * m * hd];
+    let timer = op_times::time(Op::Attention);
     pool.split(chunks(heads, group * hd), |units, out| {
         ATTN_SCRATCH.with_borrow_mut(|scratch| {
             let n_scratch = group * (hd + n_ctx);
@@ -521,6 +529,7 @@ fn attention_block(
             }
         });
     });
+    drop(timer);
     let heads = &s.xn;
     for_rows(pool, &mut s.q, qd, m, |t, row| {
         for (g, out) in row.chunks_exact_mut(group * hd).enumerate() {

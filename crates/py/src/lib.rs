@@ -23,6 +23,8 @@ fn _rllm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<model::GgufFile>()?;
     m.add_function(wrap_pyfunction!(model::memory_bandwidth, m)?)?;
+    m.add_function(wrap_pyfunction!(model::profile_ops, m)?)?;
+    m.add_function(wrap_pyfunction!(model::take_op_times, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer::spm_merges, m)?)?;
     m.add_class::<context::Context>()?;
     m.add_class::<embed::Embedder>()?;

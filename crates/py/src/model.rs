@@ -152,6 +152,22 @@ pub fn memory_bandwidth(
     Ok(bps / 1e9)
 }
 
+/// Start (`True`) or stop timing the forward pass's ops, process-wide (`rllm bench --profile`).
+#[pyfunction]
+pub fn profile_ops(on: bool) {
+    rllm_core::bench::op_times::set_enabled(on);
+}
+
+/// Seconds spent per kind of op since the last call (which resets them): `forward` (whole
+/// passes), `matmul` (including `quantize`), `quantize` and `attention`.
+#[pyfunction]
+pub fn take_op_times() -> std::collections::HashMap<&'static str, f64> {
+    rllm_core::bench::op_times::take()
+        .into_iter()
+        .map(|(op, secs)| (op.name(), secs))
+        .collect()
+}
+
 /// A GGUF file's header, validated but not bound to any architecture (for `rllm info`).
 #[pyclass(module = "rllm._rllm", frozen, name = "GGUFFile")]
 pub struct GgufFile {

@@ -11,6 +11,8 @@ from ..hub import resolve_model
 from .common import UsageError, add_hf, int_at_least
 
 HELP = "measure prompt and generation speed (llama-bench style)"
+# The columns of --profile's table, in order.
+SHARES = ("matmul", "quantize", "attention", "other")
 
 
 def int_list(low: int):
@@ -68,6 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="repetitions of each test (5)",
     )
     p.add_argument("--no-roofline", action="store_true", help="skip measuring memory bandwidth")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time the forward pass's ops (matmul, attention, the rest) per test",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -86,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
             threads=threads,
             reps=args.repetitions,
             roofline=not args.no_roofline,
+            profile=args.profile,
         )
     if args.json:
         json.dump([r.as_dict() for r in results], sys.stdout, indent=1)
@@ -105,6 +113,17 @@ def main(args: argparse.Namespace) -> int:
             f"| {r.model} | {r.size_bytes / 2**20:.2f} MiB | {r.n_params / 1e6:.2f} M "
             f"| {r.threads} | {r.test} | {r.tps:.2f} ± {r.tps_sd:.2f} | {frac} |"
         )
+    profiled = [r for r in results if r.op_shares]
+    if profiled:
+        print()
+        print(
+            "| model | threads | test | forward ms/run | matmul | (quantize) | attention | other |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in profiled:
+            assert r.op_shares is not None
+            shares = " | ".join(f"{100 * r.op_shares[k]:.1f}%" for k in SHARES)
+            print(f"| {r.model} | {r.threads} | {r.test} | {r.forward_ms:.1f} | {shares} |")
     seen = sorted({(r.threads, r.bandwidth_gbs) for r in results if r.bandwidth_gbs})
     for t, bw in seen:
         print(f"memory bandwidth, {t} thread(s): {bw:.1f} GB/s")
