@@ -368,16 +368,25 @@ fn sublayer_input<'a>(
     xn
 }
 
-/// `x += proj`, then with post-norm the sub-layer's norm of the sum.
+/// A sub-layer's output `proj` into the residual stream `x`: `proj` normed first where the
+/// architecture norms sub-layer outputs (`out_norm`, Gemma), then `x += proj`, then with
+/// post-norm the sub-layer's norm of the sum.
 fn residual_add(
     pool: &ThreadPool,
     hp: &HParams,
     x: &mut [f32],
-    proj: &[f32],
+    proj: &mut [f32],
+    out_norm: Option<&[f32]>,
     norm: (&[f32], Option<&Vec<f32>>),
     m: usize,
 ) {
     let e = hp.n_embd;
+    if let Some(w) = out_norm {
+        for_rows(pool, proj, e, m, |_, row| {
+            ops::rms_norm(row, w, hp.norm_eps)
+        });
+    }
+    let proj = &*proj;
     let post = hp.norm != NormKind::RmsPre;
     for_rows(pool, x, e, m, |t, x| {
         ops::add_assign(x, &proj[t * e..(t + 1) * e]);
@@ -544,14 +553,9 @@ fn attention_block(
     if let Some(b) = &layer.wo_bias {
         add_bias(&mut s.proj[..m * e], b);
     }
-    let proj = &mut s.proj;
-    if let Some(w) = &layer.post_attn_norm {
-        for_rows(pool, proj, e, m, |_, row| {
-            ops::rms_norm(row, w, hp.norm_eps)
-        });
-    }
     let norm = (&layer.attn_norm[..], layer.attn_norm_b.as_ref());
-    residual_add(pool, hp, &mut s.x, &s.proj, norm, m);
+    let out_norm = layer.post_attn_norm.as_deref();
+    residual_add(pool, hp, &mut s.x, &mut s.proj, out_norm, norm, m);
 }
 
 fn ffn_block(
@@ -580,14 +584,9 @@ fn ffn_block(
             proj,
         );
     }
-    let proj = &mut s.proj;
-    if let Some(w) = &layer.post_ffn_norm {
-        for_rows(pool, proj, e, m, |_, row| {
-            ops::rms_norm(row, w, hp.norm_eps)
-        });
-    }
     let norm = (&layer.ffn_norm[..], layer.ffn_norm_b.as_ref());
-    residual_add(pool, hp, &mut s.x, &s.proj, norm, m);
+    let out_norm = layer.post_ffn_norm.as_deref();
+    residual_add(pool, hp, &mut s.x, &mut s.proj, out_norm, norm, m);
 }
 
 /// The FFN of `m` rows (at most [`FFN_ROWS`]) of `input` into `proj`: the gate and up

@@ -914,7 +914,8 @@ mod tests {
         }
     }
 
-    /// Every K-quant GEMM of `ty` on this CPU against the dot path, bit for bit, on the weight rows `bytes` and the activation rows `x`.
+    /// Every K-quant GEMM of `ty` on this CPU against the dot path, bit for bit, on the weight
+    /// rows `bytes` and the activation rows `x`.
     fn assert_k_gemm_equals_dot_path(
         pool: &ThreadPool,
         ty: GgmlType,
