@@ -901,6 +901,7 @@ mod tests {
                 (8, 256, 4),
                 (7, 1536, 9),
                 (37, 768, 6),
+                (20, 256, 35),
             ] {
                 let rb = ty.row_bytes(n_cols).unwrap();
                 let w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut seed)).collect();

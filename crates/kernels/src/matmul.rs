@@ -106,6 +106,17 @@ pub fn matmul_parts<const N: usize>(
     let parts: [_; N] = std::array::from_fn(|j| columns(ys.next().unwrap(), ws[j].n_rows, 1));
     pool.split_parts(&parts, |j, rows, mut out| {
         let (k, w, w_row) = (ws[j].kernel, ws[j].w, w_rows[j]);
+        if m == 1 {
+            // One activation row: no reuse to block for, and the kernel reads the whole run
+            // (several rows side by side where it can).
+            k.dot_rows(
+                n_cols,
+                &w[rows.start * w_row..rows.end * w_row],
+                a,
+                out.row(0),
+            );
+            return;
+        }
         for r0 in rows.clone().step_by(ROWS_PER_PASS) {
             let r1 = rows.end.min(r0 + ROWS_PER_PASS);
             let wr = &w[r0 * w_row..r1 * w_row];

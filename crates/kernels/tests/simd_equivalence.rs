@@ -223,7 +223,8 @@ fn float_quantizers_match_scalar_on_special_values() {
 
 /// The many-rows dots (contiguous and strided rows) equal one dot per row bit for bit (same
 /// operations in the same order), on every tier, for row counts around the 2- and 4-row steps
-/// and f16 rows with and without an 8-element tail.
+/// (and the rows read side by side, a quarter of the rows apart, with rows left over) and f16
+/// rows with and without an 8-element tail.
 #[test]
 fn dot_rows_match_single_dots() {
     let mut rng = Rng::new(41);
@@ -235,15 +236,18 @@ fn dot_rows_match_single_dots() {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q5_1,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
         ] {
             let k = dot_kernel_for(ty, isa).unwrap();
-            let lens: &[usize] = if ty == GgmlType::F16 {
-                &[8, 24, 64, 256, 13]
-            } else {
-                &[64, 256, 544]
+            let lens: &[usize] = match ty {
+                GgmlType::F16 => &[8, 24, 64, 256, 13],
+                GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[256, 768],
+                _ => &[64, 256, 544],
             };
             for &n in lens {
-                for rows in [1, 3, 4, 5, 9, 17] {
+                for rows in [1, 3, 4, 5, 8, 9, 17] {
                     let w: Vec<u8> = (0..rows)
                         .flat_map(|_| weight_row(&mut rng, ty, n, ALL_SCALES[0]))
                         .collect();

@@ -403,101 +403,113 @@ fn quad_nibbles<const F: usize>(x: &[u8], aq: &[i8]) -> __m512i {
     _mm512_dpbusd_epi32(s, hi, load_q64(aq, 64))
 }
 
-/// A nibble-format row against the prepared activations: [`row`] with the integer sums from
-/// [`quad_nibbles`], 16 blocks at a time. A last partial group is copied into zeros first
-/// (zero codes and scales; zero activation codes meet them).
+/// Nibble-format rows against the prepared activations: [`row`] with the integer sums from
+/// [`quad_nibbles`], 16 blocks at a time, for `R` rows side by side (each row's operations are
+/// those of a row alone). A last partial group is copied into zeros first (zero codes and
+/// scales; zero activation codes meet them).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn row_nibbles<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
+fn rows_nibbles<const F: usize, const R: usize>(ws: [&[u8]; R], acts: &Acts) -> [f32; R] {
     let f = fmt::<F>();
     let wb = f.wb();
-    let nb = (w.len() / wb).min(acts.nb);
-    let mut acc = _mm512_setzero_ps();
-    let mut pad = [0u8; 16 * 24];
+    let nb = (ws[0].len() / wb).min(acts.nb);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut pad = [[0u8; 16 * 24]; R];
     for g in (0..nb).step_by(16) {
         let n = (nb - g).min(16);
-        let wg = if n == 16 {
-            &w[wb * g..wb * (g + 16)]
-        } else {
-            pad[..n * wb].copy_from_slice(&w[wb * g..wb * (g + n)]);
-            &pad[..16 * wb]
-        };
-        prefetch_ahead(wg, 16 * wb);
         let aq = &acts.q[32 * g..32 * g + 512];
-        let r: [__m512i; 4] = std::array::from_fn(|i| {
-            quad_nibbles::<F>(
-                &wg[4 * i * wb..4 * (i + 1) * wb],
-                &aq[128 * i..128 * (i + 1)],
-            )
-        });
-        // Sums, scales and chains in TRANSPOSED order: no permute per group.
-        let mut isum = quad_sums_transposed(&r);
-        if f.offset() != 0 {
-            isum = _mm512_add_epi32(isum, load_i32x16(&acts.corr, g));
-        }
-        let dw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, true) });
-        let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
-        acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum), acc);
-        if f.mins() {
-            let mw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2, true) });
-            acc = _mm512_fmadd_ps(mw, load_f32x16(&acts.s, g), acc);
+        for ((w, acc), pad) in ws.iter().zip(acc.iter_mut()).zip(pad.iter_mut()) {
+            let wg = if n == 16 {
+                &w[wb * g..wb * (g + 16)]
+            } else {
+                pad[..n * wb].copy_from_slice(&w[wb * g..wb * (g + n)]);
+                &pad[..16 * wb]
+            };
+            prefetch_ahead(wg, 16 * wb);
+            let r: [__m512i; 4] = std::array::from_fn(|i| {
+                quad_nibbles::<F>(
+                    &wg[4 * i * wb..4 * (i + 1) * wb],
+                    &aq[128 * i..128 * (i + 1)],
+                )
+            });
+            // Sums, scales and chains in TRANSPOSED order: no permute per group.
+            let mut isum = quad_sums_transposed(&r);
+            if f.offset() != 0 {
+                isum = _mm512_add_epi32(isum, load_i32x16(&acts.corr, g));
+            }
+            let dw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, true) });
+            let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
+            *acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum), *acc);
+            if f.mins() {
+                let mw = scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2, true) });
+                *acc = _mm512_fmadd_ps(mw, load_f32x16(&acts.s, g), *acc);
+            }
         }
     }
-    hsum16(transpose_ps(acc))
+    acc.map(|a| hsum16(transpose_ps(a)))
 }
 
-/// One weight row against the prepared activations: the parent module's 16 chains.
+/// `R` weight rows side by side against the prepared activations: the parent module's 16
+/// chains per row.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn row<const F: usize>(w: &[u8], acts: &Acts) -> f32 {
+fn rows_q8<const F: usize, const R: usize>(ws: [&[u8]; R], acts: &Acts) -> [f32; R] {
     let f = fmt::<F>();
-    if f.nibbles() {
-        return row_nibbles::<F>(w, acts);
-    }
     let wb = f.wb();
-    let nb = (w.len() / wb).min(acts.nb);
-    let mut acc = _mm512_setzero_ps();
+    let nb = (ws[0].len() / wb).min(acts.nb);
+    let mut acc = [_mm512_setzero_ps(); R];
     let mut g = 0;
     while g < nb {
         let n = (nb - g).min(16);
-        let wg = &w[wb * g..wb * (g + n)];
-        prefetch_ahead(wg, 16 * wb);
-        let mut p = [_mm512_setzero_si512(); 8];
-        let dw = if n == 16 {
-            // Constant offsets into a slice of known length: no bounds checks remain.
-            let wg = &wg[..16 * wb];
-            for (k, pk) in p.iter_mut().enumerate() {
-                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
-                let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
-                *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
-            }
-            scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, false) })
-        } else {
-            for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
-                let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
-                let x1 = if 2 * k + 1 < n {
-                    Some(&wg[(2 * k + 1) * wb..(2 * k + 2) * wb])
-                } else {
-                    None
-                };
-                *pk = dot_pair::<F>(x0, x1, acts, g + 2 * k);
-            }
-            cvt_f16x16(f16x16(wg, 0, wb, n))
-        };
-        let isum = _mm512_cvtepi32_ps(block_sums(&p));
-        let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
-        acc = _mm512_fmadd_ps(s, isum, acc);
-        if f.mins() {
-            let m = if n == 16 {
-                scales16(wg, const { &scale_plan(fmt::<F>().wb(), 2, false) })
+        for (w, acc) in ws.iter().zip(acc.iter_mut()) {
+            let wg = &w[wb * g..wb * (g + n)];
+            prefetch_ahead(wg, 16 * wb);
+            let mut p = [_mm512_setzero_si512(); 8];
+            let dw = if n == 16 {
+                // Constant offsets into a slice of known length: no bounds checks remain.
+                let wg = &wg[..16 * wb];
+                for (k, pk) in p.iter_mut().enumerate() {
+                    let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                    let x1 = &wg[(2 * k + 1) * wb..(2 * k + 2) * wb];
+                    *pk = dot_pair::<F>(x0, Some(x1), acts, g + 2 * k);
+                }
+                scales16(wg, const { &scale_plan(fmt::<F>().wb(), 0, false) })
             } else {
-                cvt_f16x16(f16x16(wg, 2, wb, n))
+                for (k, pk) in p.iter_mut().enumerate().take(n.div_ceil(2)) {
+                    let x0 = &wg[2 * k * wb..(2 * k + 1) * wb];
+                    let x1 = if 2 * k + 1 < n {
+                        Some(&wg[(2 * k + 1) * wb..(2 * k + 2) * wb])
+                    } else {
+                        None
+                    };
+                    *pk = dot_pair::<F>(x0, x1, acts, g + 2 * k);
+                }
+                cvt_f16x16(f16x16(wg, 0, wb, n))
             };
-            acc = _mm512_fmadd_ps(m, load_f32x16(&acts.s, g), acc);
+            let isum = _mm512_cvtepi32_ps(block_sums(&p));
+            let s = _mm512_mul_ps(dw, load_f32x16(&acts.d, g));
+            *acc = _mm512_fmadd_ps(s, isum, *acc);
         }
         g += 16;
     }
-    hsum16(acc)
+    acc.map(|a| hsum16(a))
+}
+
+/// `R` weight rows against the prepared activations.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows_side_by_side<const F: usize, const R: usize>(ws: [&[u8]; R], acts: &Acts) -> [f32; R] {
+    const {
+        assert!(
+            !fmt::<F>().mins() || fmt::<F>().nibbles(),
+            "Q8_0 has no min"
+        )
+    };
+    if fmt::<F>().nibbles() {
+        rows_nibbles::<F, R>(ws, acts)
+    } else {
+        rows_q8::<F, R>(ws, acts)
+    }
 }
 
 #[inline]
@@ -509,9 +521,12 @@ fn rows<const F: usize>(w: &[u8], a: &[u8], out: &mut [f32]) {
     ACTS.with(|acts| {
         let mut acts = acts.borrow_mut();
         acts.fill::<F>(a, nb);
-        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb.max(1))) {
-            *o = row::<F>(wr, &acts);
-        }
+        in_streams(
+            w,
+            out,
+            |ws| rows_side_by_side::<F, STREAMS>(ws, &acts),
+            |w| rows_side_by_side::<F, 1>([w], &acts)[0],
+        );
     })
 }
 

@@ -39,17 +39,16 @@ fn hsum2_epi32(a: __m256i, b: __m256i) -> __m128i {
     _mm_hadd_epi32(s, s)
 }
 
-/// Q4_K (`Q5 = false`) and Q5_K: `isum = Σ_j sc_j·Σ q·qa`, `msum = Σ_j m_j·(bsum_2j +
+/// One super-block `x` of Q4_K (`Q5 = false`) or Q5_K against its Q8_K block `y`: `isum = Σ_j sc_j·Σ q·qa`, `msum = Σ_j m_j·(bsum_2j +
 /// bsum_2j+1)`, then `acc ← fma(d·da, isum, acc)`, `acc ← fma(−(dmin·da), msum, acc)`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_scale_min<const Q5: bool>(w: &[u8], a: &[u8]) -> f32 {
-    let (wb, qs) = if Q5 { (176, 48) } else { (144, 16) };
+fn sb_scale_min<const Q5: bool>(x: &[u8], y: &[u8], mut acc: __m128) -> __m128 {
+    let qs = if Q5 { 48 } else { 16 };
     let low4 = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
-    let mut acc = _mm_setzero_ps();
-    for (x, y) in w.chunks_exact(wb).zip(a.chunks_exact(292)) {
-        prefetch_ahead(x, wb);
+    {
+        prefetch_ahead(x, x.len());
         let (sc, mn) = scales_mins(arr(x, 4));
         let qh = if Q5 {
             load32(arr(x, 16))
@@ -89,17 +88,7 @@ fn dot_scale_min<const Q5: bool>(w: &[u8], a: &[u8]) -> f32 {
         acc = _mm_fmadd_ss(dm, sums, acc);
         acc = _mm_fnmadd_ss(_mm_movehdup_ps(dm), _mm_movehdup_ps(sums), acc);
     }
-    _mm_cvtss_f32(acc)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    dot_scale_min::<false>(w, a)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q5k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    dot_scale_min::<true>(w, a)
+    acc
 }
 
 /// `vpshufb` controls that spread two i16 scales over a vector from 8 i16 scales repeated in
@@ -120,14 +109,14 @@ static SCALE_RUN: [[u8; 32]; 4] = {
     t
 };
 
-/// Q6_K: `isum = Σ_g sc_g·Σ q·qa − 32·Σ_g sc_g·bsum_g` with the unsigned codes `q` in 0..64,
+/// One super-block `x` of Q6_K against its Q8_K block `y`: `isum = Σ_g sc_g·Σ q·qa − 32·Σ_g sc_g·bsum_g` with the unsigned codes `q` in 0..64,
 /// then `acc ← fma(d·da, isum, acc)`.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
+fn sb_q6k(x: &[u8], y: &[u8], mut acc: __m128) -> __m128 {
     let low4 = _mm256_set1_epi8(0x0F);
     let high2 = _mm256_set1_epi8(0x30);
-    let mut acc = _mm_setzero_ps();
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+    {
         prefetch_ahead(x, 210);
         let sc16 = _mm256_cvtepi8_epi16(load16(arr(x, 192)));
         // One accumulator per run of 32 codes: a single one would chain the dpwssd latencies.
@@ -180,5 +169,54 @@ pub(super) unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
         let d = _mm_mul_ss(d, _mm_set_ss(f32_at(y, 0)));
         acc = _mm_fmadd_ss(d, _mm_cvtepi32_ps(isum), acc);
     }
-    _mm_cvtss_f32(acc)
+    acc
+}
+
+/// The K-quant types, for a const generic.
+const Q4K: u8 = 0;
+const Q5K: u8 = 1;
+const Q6K: u8 = 2;
+
+/// `R` rows of K-quant type `T` against one Q8_K row, side by side (see [`STREAMS`]), super-
+/// block by super-block: each row's operations are those of a row alone.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows_side_by_side<const T: u8, const R: usize>(ws: [&[u8]; R], a: &[u8]) -> [f32; R] {
+    let wb = [144, 176, 210][T as usize];
+    let nsb = (ws[0].len() / wb).min(a.len() / 292);
+    let mut acc = [_mm_setzero_ps(); R];
+    for i in 0..nsb {
+        let y = &a[292 * i..292 * (i + 1)];
+        for (w, acc) in ws.iter().zip(acc.iter_mut()) {
+            let x = &w[wb * i..wb * (i + 1)];
+            *acc = match T {
+                Q4K => sb_scale_min::<false>(x, y, *acc),
+                Q5K => sb_scale_min::<true>(x, y, *acc),
+                _ => sb_q6k(x, y, *acc),
+            };
+        }
+    }
+    acc.map(|v| _mm_cvtss_f32(v))
+}
+
+macro_rules! entry_points {
+    ($($t:ident: $dot:ident, $rows:ident;)*) => {$(
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $dot(w: &[u8], a: &[u8]) -> f32 {
+            rows_side_by_side::<$t, 1>([w], a)[0]
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $rows(w: &[u8], a: &[u8], out: &mut [f32]) {
+            in_streams(w, out, |ws| rows_side_by_side::<$t, STREAMS>(ws, a), |w| {
+                rows_side_by_side::<$t, 1>([w], a)[0]
+            })
+        }
+    )*};
+}
+
+entry_points! {
+    Q4K: vec_dot_q4k_q8k, dot_rows_q4k_q8k;
+    Q5K: vec_dot_q5k_q8k, dot_rows_q5k_q8k;
+    Q6K: vec_dot_q6k_q8k, dot_rows_q6k_q8k;
 }
