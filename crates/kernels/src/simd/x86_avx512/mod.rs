@@ -33,13 +33,13 @@ mod repack;
 pub(crate) use gemm::{tile_blocks32, tile_k};
 pub(crate) use repack::pack_group;
 
-use super::{DotFn, RowsFn};
+use super::{in_streams, prefetch_ahead, DotFn, RowsFn, STREAMS};
 use crate::types::GgmlType;
 use std::arch::x86_64::*;
 
 /// The many-rows dot for weight type `ty`, if this file has one: rows side by side
-/// ([`STREAMS`]); the 32-element block types also prepare the shared activation row once per
-/// call.
+/// ([`in_streams`]); the 32-element block types also prepare the shared activation row once
+/// per call.
 pub(crate) fn rows_fn(ty: GgmlType) -> Option<RowsFn> {
     Some(match ty {
         GgmlType::Q4_0 => blocks32::dot_rows_q4_0_q8_0 as RowsFn,
@@ -117,57 +117,6 @@ fn load32x2(lo: &[u8; 32], hi: &[u8; 32]) -> __m512i {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode: rows side by side
-
-/// Weight rows a decode call reads side by side, each a sequential stream of its own (rows a
-/// quarter of the call's rows apart). Decode is bound by how many cache misses a core keeps in
-/// flight: one stream leaves the core waiting on memory latency, several streams overlap
-/// their misses (ggml's AMX decode kernel reads four column tiles at once for the same
-/// reason; 1B Q4_0 and Q4_K_M decode at 2 threads on a Xeon VM: +15%).
-/// Each row's operations are those of a row alone, so results do not change.
-pub(super) const STREAMS: usize = 4;
-
-/// Whether decode reads rows side by side on this CPU: on Intel, where it was measured. Other
-/// CPUs (AMD) keep one row after another until measured: an earlier decode kernel that read 4
-/// adjacent rows at once (AVX2 tier, commit b3606d2) ran 35% slower on the machine it was
-/// tried on.
-fn side_by_side() -> bool {
-    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INTEL.get_or_init(|| {
-        let id = __cpuid(0);
-        [id.ebx, id.edx, id.ecx] == [*b"Genu", *b"ineI", *b"ntel"].map(u32::from_le_bytes)
-    })
-}
-
-/// `out[i]` = row `i` of `w` (`out.len()` rows of equal length): [`STREAMS`] rows at a time,
-/// a quarter of the rows apart, through `rows`, and the rows left over through `one` (every
-/// row, where [`side_by_side`] says no).
-#[inline(always)]
-fn in_streams(
-    w: &[u8],
-    out: &mut [f32],
-    mut rows: impl FnMut([&[u8]; STREAMS]) -> [f32; STREAMS],
-    mut one: impl FnMut(&[u8]) -> f32,
-) {
-    let rb = w.len() / out.len().max(1);
-    let row = |i: usize| &w[i * rb..(i + 1) * rb];
-    let q = if side_by_side() {
-        out.len() / STREAMS
-    } else {
-        0
-    };
-    for j in 0..q {
-        let ys = rows(std::array::from_fn(|s| row(s * q + j)));
-        for (s, y) in ys.into_iter().enumerate() {
-            out[s * q + j] = y;
-        }
-    }
-    for (i, o) in out.iter_mut().enumerate().skip(STREAMS * q) {
-        *o = one(row(i));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Reductions
 
 /// The pairwise sum of 16 lanes: `v_c + v_c+8`, then `+ 4`, `+ 2`, `+ 1` (the GEMM adds its
@@ -182,22 +131,6 @@ fn hsum16(v: __m512) -> f32 {
     let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
     let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
-}
-
-/// How far ahead of the bytes in hand the dot kernels prefetch weights. Decode reads each
-/// thread's weight rows once, one after another: without the hint a core stalls on memory
-/// (1B Q4_0 decode at 2 threads here: +10-15%).
-const PREFETCH_AHEAD: usize = 2048;
-
-/// Prefetch the cache lines `PREFETCH_AHEAD` bytes past the `len` bytes at `x` (past the end
-/// of a row they are the next row's; a prefetch never faults, so any address will do).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prefetch_ahead(x: &[u8], len: usize) {
-    let ahead = x.as_ptr().wrapping_add(PREFETCH_AHEAD).cast::<i8>();
-    for line in (0..len).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
