@@ -42,13 +42,16 @@ pub(crate) fn quantize_fn(act: GgmlType) -> Option<QuantizeFn> {
 pub(crate) fn rows_fn(ty: GgmlType) -> Option<RowsFn> {
     match ty {
         // f16: short rows that sit in cache (attention keys), several per pass. The block
-        // types: decode rows side by side, a quarter of the rows apart (`in_streams`).
+        // types, Q4_K and Q6_K: decode rows side by side, a quarter of the rows apart
+        // (`in_streams`).
         GgmlType::F16 => Some(dot_rows_f16),
         GgmlType::Q4_0 => Some(q4_0::rows),
         GgmlType::Q4_1 => Some(q4_1::rows),
         GgmlType::Q5_0 => Some(q5_0::rows),
         GgmlType::Q5_1 => Some(q5_1::rows),
         GgmlType::Q8_0 => Some(q8_0::rows),
+        GgmlType::Q4_K => Some(dot_rows_q4k_q8k),
+        GgmlType::Q6_K => Some(dot_rows_q6k_q8k),
         _ => None,
     }
 }
@@ -765,13 +768,14 @@ fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
+/// One Q4_K super-block `x` against its Q8_K block `y`, into `acc` (scale term) and `acc_m`
+/// (min term).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
+unsafe fn q4k_block(x: &[u8], y: &[u8], acc: &mut __m256, acc_m: &mut __m256) {
     unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_m = _mm256_setzero_ps();
         let low4 = _mm256_set1_epi8(0x0F);
-        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        {
             // d and dmin are adjacent: convert both at once.
             let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*arr(x, 0))));
             let dm = _mm_mul_ps(dm, _mm_set1_ps(f32_at(y, 0)));
@@ -787,10 +791,10 @@ unsafe fn vec_dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
             }
             let mins16 = _mm256_cvtepu8_epi16(load16(&mins2));
             let bsums = load32(arr(y, 260));
-            acc_m = _mm256_fmadd_ps(
+            *acc_m = _mm256_fmadd_ps(
                 dmin,
                 _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins16)),
-                acc_m,
+                *acc_m,
             );
 
             // Scale term: chunk c holds sub-block 2c in low nibbles, 2c + 1 in high nibbles.
@@ -805,10 +809,45 @@ unsafe fn vec_dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
                 let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
             }
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
         }
-        hsum_ps(acc) - hsum_ps(acc_m)
     }
+}
+
+/// `R` Q4_K rows side by side (see [`in_streams`]), each with the operations of a row alone.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_rows<const R: usize>(ws: [&[u8]; R], a: &[u8]) -> [f32; R] {
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut acc_m = [_mm256_setzero_ps(); R];
+        let nsb = (ws[0].len() / 144).min(a.len() / 292);
+        for (i, y) in a.chunks_exact(292).take(nsb).enumerate() {
+            for (j, w) in ws.iter().enumerate() {
+                let x = &w[144 * i..144 * (i + 1)];
+                if R > 1 {
+                    prefetch_ahead(x, 144);
+                }
+                q4k_block(x, y, &mut acc[j], &mut acc_m[j]);
+            }
+        }
+        std::array::from_fn(|j| hsum_ps(acc[j]) - hsum_ps(acc_m[j]))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
+    unsafe { q4k_rows::<1>([w], a)[0] }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_q4k_q8k(w: &[u8], a: &[u8], out: &mut [f32]) {
+    in_streams(
+        w,
+        out,
+        |ws| unsafe { q4k_rows::<STREAMS>(ws, a) },
+        |w| unsafe { vec_dot_q4k_q8k(w, a) },
+    )
 }
 
 /// Byte shuffles that spread two i16 scales over a vector: for pair `k`, the low 128-bit lane
@@ -829,14 +868,15 @@ static Q6K_SCALE_SHUFFLE: [[u8; 32]; 4] = {
     t
 };
 
-/// Q6_K: `Σ sc·(q − 32)·a = Σ sc·q·a − 32·Σ_g sc_g·bsum_g`, so the unsigned codes go straight
-/// into `maddubs` and the offset comes from the Q8_K group sums.
+/// One Q6_K super-block `x` against its Q8_K block `y`, into `acc`: `Σ sc·(q − 32)·a = Σ sc·q·a
+/// − 32·Σ_g sc_g·bsum_g`, so the unsigned codes go straight into `maddubs` and the offset comes
+/// from the Q8_K group sums.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
+unsafe fn q6k_block(x: &[u8], y: &[u8], acc: &mut __m256) {
     unsafe {
-        let mut acc = _mm256_setzero_ps();
         let low4 = _mm256_set1_epi8(0x0F);
-        for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        {
             // d is the high half of the block's last 4 bytes; one `movd` loads it (see
             // `f16_mul` for why not a lone 16-bit insert).
             let d = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*arr(x, 206))));
@@ -878,8 +918,42 @@ unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
                 }
             }
             let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32::<5>(offset));
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
         }
-        hsum_ps(acc)
     }
+}
+
+/// `R` Q6_K rows side by side (see [`in_streams`]), each with the operations of a row alone.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_rows<const R: usize>(ws: [&[u8]; R], a: &[u8]) -> [f32; R] {
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let nsb = (ws[0].len() / 210).min(a.len() / 292);
+        for (i, y) in a.chunks_exact(292).take(nsb).enumerate() {
+            for (j, w) in ws.iter().enumerate() {
+                let x = &w[210 * i..210 * (i + 1)];
+                if R > 1 {
+                    prefetch_ahead(x, 210);
+                }
+                q6k_block(x, y, &mut acc[j]);
+            }
+        }
+        std::array::from_fn(|j| hsum_ps(acc[j]))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
+    unsafe { q6k_rows::<1>([w], a)[0] }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_q6k_q8k(w: &[u8], a: &[u8], out: &mut [f32]) {
+    in_streams(
+        w,
+        out,
+        |ws| unsafe { q6k_rows::<STREAMS>(ws, a) },
+        |w| unsafe { vec_dot_q6k_q8k(w, a) },
+    )
 }
