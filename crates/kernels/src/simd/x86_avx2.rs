@@ -814,25 +814,40 @@ unsafe fn q4k_block(x: &[u8], y: &[u8], acc: &mut __m256, acc_m: &mut __m256) {
     }
 }
 
-/// `R` Q4_K rows side by side (see [`in_streams`]), each with the operations of a row alone.
+/// `R` K-quant rows of `wb`-byte super-blocks side by side (see [`in_streams`]) against one
+/// Q8_K row: `block(x, y, state)` for each super-block `x` of each row in turn, each row with
+/// the operations of a row alone; returns each row's state.
+#[inline(always)]
+fn superblocks_side_by_side<const R: usize, S: Copy>(
+    ws: [&[u8]; R],
+    a: &[u8],
+    wb: usize,
+    zero: S,
+    mut block: impl FnMut(&[u8], &[u8], &mut S),
+) -> [S; R] {
+    let mut state = [zero; R];
+    let nsb = (ws[0].len() / wb).min(a.len() / 292);
+    for (i, y) in a.chunks_exact(292).take(nsb).enumerate() {
+        for (w, st) in ws.iter().zip(state.iter_mut()) {
+            let x = &w[wb * i..wb * (i + 1)];
+            if R > 1 {
+                prefetch_ahead(x, wb);
+            }
+            block(x, y, st);
+        }
+    }
+    state
+}
+
+/// `R` Q4_K rows side by side.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_rows<const R: usize>(ws: [&[u8]; R], a: &[u8]) -> [f32; R] {
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut acc_m = [_mm256_setzero_ps(); R];
-        let nsb = (ws[0].len() / 144).min(a.len() / 292);
-        for (i, y) in a.chunks_exact(292).take(nsb).enumerate() {
-            for (j, w) in ws.iter().enumerate() {
-                let x = &w[144 * i..144 * (i + 1)];
-                if R > 1 {
-                    prefetch_ahead(x, 144);
-                }
-                q4k_block(x, y, &mut acc[j], &mut acc_m[j]);
-            }
-        }
-        std::array::from_fn(|j| hsum_ps(acc[j]) - hsum_ps(acc_m[j]))
-    }
+    let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let sums = superblocks_side_by_side(ws, a, 144, zero, |x, y, (acc, acc_m)| unsafe {
+        q4k_block(x, y, acc, acc_m)
+    });
+    sums.map(|(acc, acc_m)| unsafe { hsum_ps(acc) - hsum_ps(acc_m) })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -923,24 +938,14 @@ unsafe fn q6k_block(x: &[u8], y: &[u8], acc: &mut __m256) {
     }
 }
 
-/// `R` Q6_K rows side by side (see [`in_streams`]), each with the operations of a row alone.
+/// `R` Q6_K rows side by side.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_rows<const R: usize>(ws: [&[u8]; R], a: &[u8]) -> [f32; R] {
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let nsb = (ws[0].len() / 210).min(a.len() / 292);
-        for (i, y) in a.chunks_exact(292).take(nsb).enumerate() {
-            for (j, w) in ws.iter().enumerate() {
-                let x = &w[210 * i..210 * (i + 1)];
-                if R > 1 {
-                    prefetch_ahead(x, 210);
-                }
-                q6k_block(x, y, &mut acc[j]);
-            }
-        }
-        std::array::from_fn(|j| hsum_ps(acc[j]))
-    }
+    let sums = superblocks_side_by_side(ws, a, 210, _mm256_setzero_ps(), |x, y, acc| unsafe {
+        q6k_block(x, y, acc)
+    });
+    sums.map(|acc| unsafe { hsum_ps(acc) })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
