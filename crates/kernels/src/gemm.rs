@@ -221,7 +221,6 @@ enum Kind {
     LanesK {
         pack: PackKind,
         packer: PackFn,
-        q6k: bool,
         tile: LaneKTileFn,
     },
 }
@@ -233,7 +232,7 @@ pub(crate) type Lane32TileFn =
 
 /// A [`Kind::LanesK`] tile: one packed group × [`TILE_TK`] Q8_K activation rows.
 pub(crate) type LaneKTileFn = unsafe fn(
-    q6k: bool,
+    pack: PackKind,
     w: &PackedGroup<'_>,
     a: &[&[u8]; TILE_TK],
     out: &mut [[f32; LANES]; TILE_TK],
@@ -270,10 +269,9 @@ impl Gemm {
                 mins,
                 tile: tile_blocks32,
             };
-            let lanes_k = |pack, q6k| Kind::LanesK {
+            let lanes_k = |pack| Kind::LanesK {
                 pack,
                 packer: pack_group,
-                q6k,
                 tile: tile_k,
             };
             let kind = match weight {
@@ -282,9 +280,9 @@ impl Gemm {
                 T::Q5_0 => lanes32(PackKind::Q5_0, false),
                 T::Q5_1 => lanes32(PackKind::Q5_1, true),
                 T::Q8_0 => lanes32(PackKind::Q8_0, false),
-                T::Q4_K => lanes_k(PackKind::Q4K, false),
-                T::Q5_K => lanes_k(PackKind::Q5K, false),
-                T::Q6_K => lanes_k(PackKind::Q6K, true),
+                T::Q4_K => lanes_k(PackKind::Q4K),
+                T::Q5_K => lanes_k(PackKind::Q5K),
+                T::Q6_K => lanes_k(PackKind::Q6K),
                 _ => return None,
             };
             return Some(Gemm { weight, isa, kind });
@@ -437,13 +435,7 @@ impl Gemm {
             m.checked_mul(a_row),
             "gemm: activation bytes"
         );
-        if let Kind::LanesK {
-            pack,
-            packer,
-            q6k,
-            tile,
-        } = self.kind
-        {
+        if let Kind::LanesK { pack, packer, tile } = self.kind {
             let Some(w_row) = self.check(w, n_rows, n_cols, m, y) else {
                 return;
             };
@@ -451,7 +443,7 @@ impl Gemm {
             let run_tile = |u: &Packed, rs: [usize; LANES], ts: [usize; TILE_TK], out: &mut _| {
                 let acts = ts.map(|t| &a[t * a_row..(t + 1) * a_row]);
                 // SAFETY: as in `matmul`; every slice holds n_cols/256 super-blocks.
-                unsafe { tile(q6k, &u.group(rs[0] / LANES), &acts, out) };
+                unsafe { tile(pack, &u.group(rs[0] / LANES), &acts, out) };
             };
             return tiled(pool, w, w_row, m, y, unpack, run_tile);
         }

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::gemm::ActBlocks;
-use crate::repack::{PackedGroup, LANES, TILE_T32 as T32, TILE_TK as TK};
+use crate::repack::{PackKind, PackedGroup, LANES, TILE_T32 as T32, TILE_TK as TK};
 
 /// 16 f32 from a slice (bounds-checked).
 #[inline]
@@ -141,28 +141,33 @@ fn reduce_chains(ch: &[__m512; 16]) -> __m512 {
     _mm512_add_ps(r0, r1)
 }
 
-/// K-quants: `out[t][r]` = row `r` of `w` against the Q8_K activation row `a[t]`, for Q4_K /
-/// Q5_K (`q6k = false`) or Q6_K.
+/// K-quants: `out[t][r]` = row `r` of `w` against the Q8_K activation row `a[t]`, for Q4_K,
+/// Q5_K or Q6_K (`pack`).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL, VNNI, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_k(
-    q6k: bool,
+    pack: PackKind,
     w: &PackedGroup<'_>,
     a: &[&[u8]; TK],
     out: &mut [[f32; LANES]; TK],
 ) {
-    if q6k {
-        tile_k_impl::<true>(w, a, out)
-    } else {
-        tile_k_impl::<false>(w, a, out)
+    match pack {
+        PackKind::Q6K => tile_k_impl::<true, false>(w, a, out),
+        // Q4_K's codes are 4-bit: the narrow path. Q5_K's 5-bit codes take the general one.
+        PackKind::Q4K => tile_k_impl::<false, true>(w, a, out),
+        _ => tile_k_impl::<false, false>(w, a, out),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [[f32; LANES]; TK]) {
+fn tile_k_impl<const Q6: bool, const NARROW: bool>(
+    w: &PackedGroup<'_>,
+    a: &[&[u8]; TK],
+    out: &mut [[f32; LANES]; TK],
+) {
     // Scale groups per super-block and code quads per group.
     let (groups, quads) = if Q6 { (16, 4) } else { (8, 8) };
     let nsb = w.d.len() / LANES;
@@ -190,8 +195,16 @@ fn tile_k_impl<const Q6: bool>(w: &PackedGroup<'_>, a: &[&[u8]; TK], out: &mut [
                 }
             }
             for t in 0..TK {
-                let p = _mm512_add_epi32(even[t], odd[t]);
-                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                if NARROW {
+                    // Each chain's lanes fit i16 (4 dpbusd of 4 codes ≤ 15 × |a| ≤ 128: ≤
+                    // 30720), and each scale is < 2^15 with a zero high half, so `vpdpwssd`
+                    // adds exactly chain·scale: one instruction where `vpmulld` costs two.
+                    isum[t] = _mm512_dpwssd_epi32(isum[t], even[t], sc);
+                    isum[t] = _mm512_dpwssd_epi32(isum[t], odd[t], sc);
+                } else {
+                    let p = _mm512_add_epi32(even[t], odd[t]);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
             }
         }
         // Min term (Q4_K/Q5_K) or the −32 offset (Q6_K), from the Q8_K group sums.
