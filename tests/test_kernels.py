@@ -22,6 +22,7 @@ from rllm import _rllm
 
 ISAS = _rllm.available_isas()
 SIMD_ISAS = [isa for isa in ISAS if isa != "scalar"]
+ALL_ISAS = {"scalar", "avx2", "avxvnni", "avx512", "neon"}
 
 # fmt: off
 WEIGHT_TYPES = [
@@ -386,7 +387,7 @@ def test_vec_dot_approximates_float_dot(isa: str, name: str) -> None:
 
 def test_isa_names() -> None:
     assert ISAS[0] == "scalar"
-    assert set(ISAS) <= {"scalar", "avx2", "avx512", "neon"}
+    assert set(ISAS) <= ALL_ISAS
     assert _rllm.active_isa() in ISAS
 
 
@@ -402,6 +403,17 @@ def _linux_x86_flags() -> set[str] | None:
     except OSError:
         pass
     return None
+
+
+def test_avx_vnni_tier_follows_the_cpu_flags() -> None:
+    """The avxvnni tier (the AVX2 kernels with AVX-VNNI GEMM tiles) is offered exactly where
+    the CPU has AVX-VNNI besides the AVX2 set."""
+    flags = _linux_x86_flags()
+    if flags is None:
+        assert "avxvnni" not in ISAS or platform.machine().lower() in ("x86_64", "amd64")
+        return
+    need = {"avx2", "fma", "f16c", "avx_vnni"}
+    assert ("avxvnni" in ISAS) == (need <= flags), sorted(need - flags)
 
 
 def test_avx512_tier_follows_the_cpu_flags() -> None:
@@ -436,7 +448,7 @@ def test_bad_arguments_raise_value_error() -> None:
         _rllm.vec_dot("Q4_0", bytes(20), x, "scalar")
     with pytest.raises(ValueError, match="whole number"):
         _rllm.vec_dot("Q4_K", bytes(144), x, "scalar")
-    for isa in {"scalar", "avx2", "avx512", "neon"} - set(ISAS):
+    for isa in ALL_ISAS - set(ISAS):
         with pytest.raises(ValueError, match="not available"):
             _rllm.vec_dot("Q4_0", w, x, isa)
 

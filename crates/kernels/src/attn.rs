@@ -56,7 +56,7 @@ pub unsafe fn scores_f16t_on(
         Isa::Avx512 => unsafe { x86::scores_avx512(kt, stride, hd, n, q, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::scores_avx2(kt, stride, hd, n, q, out) },
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::scores_avx2(kt, stride, hd, n, q, out) },
         _ => scores_scalar(kt, stride, hd, n, q, out),
     }
 }
@@ -119,7 +119,7 @@ pub unsafe fn weighted_values_f16t_on(
         Isa::Avx512 => unsafe { x86::values_avx512(vt, stride, hd, n, w, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::values_avx2(vt, stride, hd, n, w, out) },
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::values_avx2(vt, stride, hd, n, w, out) },
         _ => values_scalar(vt, stride, hd, n, w, out),
     }
 }
@@ -149,7 +149,7 @@ fn values_scalar(vt: &[u8], stride: usize, hd: usize, n: usize, w: &[f32], out: 
 /// probabilities before its f16 products.
 pub fn round_to_f16(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(crate::active_isa(), Isa::Avx2 | Isa::Avx512) {
+    if matches!(crate::active_isa(), Isa::Avx2 | Isa::AvxVnni | Isa::Avx512) {
         // SAFETY: the AVX2 tier (which includes F16C) runs on this CPU.
         return unsafe { x86::round_to_f16_f16c(x) };
     }

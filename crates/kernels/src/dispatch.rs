@@ -21,6 +21,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// The AVX2 set plus AVX-VNNI (`vpdpbusd` on 256-bit vectors; Alder Lake and later Intel
+    /// cores, Zen 5): the AVX2 kernels, with VNNI prompt GEMM tiles.
+    AvxVnni,
     /// x86-64 with AVX-512 F/BW/VL and VNNI (plus the AVX2 set): the common weight types
     /// run AVX-512 VNNI kernels, the others and the activation quantizers the AVX2 ones.
     Avx512,
@@ -30,15 +33,21 @@ pub enum Isa {
 
 impl Isa {
     /// Every tier, slowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
         }
+    }
+
+    /// Every tier's name, comma-separated: for messages.
+    pub fn names() -> String {
+        Isa::ALL.map(Isa::name).join(", ")
     }
 
     /// The tier named `s` (case-insensitive, surrounding spaces ignored).
@@ -54,6 +63,7 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => has_avx2(),
+            Isa::AvxVnni => has_avx_vnni(),
             Isa::Avx512 => has_avx512(),
             Isa::Neon => has_neon(),
         }
@@ -75,6 +85,16 @@ fn has_avx2() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx_vnni() -> bool {
+    has_avx2() && is_x86_feature_detected!("avxvnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx_vnni() -> bool {
     false
 }
 
@@ -127,9 +147,8 @@ fn choose_isa(request: Option<&str>) -> (Isa, Option<String>) {
         }
         None => {
             let best = best_isa();
-            let msg = format!(
-                "rllm: RLLM_ISA={request} is not one of scalar, avx2, avx512, neon; using {best}"
-            );
+            let names = Isa::names();
+            let msg = format!("rllm: RLLM_ISA={request} is not one of {names}; using {best}");
             (best, Some(msg))
         }
     }
@@ -260,7 +279,9 @@ impl DotKernel {
             out.len()
         );
         #[cfg(target_arch = "x86_64")]
-        if self.weight == GgmlType::F16 && matches!(self.isa, Isa::Avx2 | Isa::Avx512) {
+        if self.weight == GgmlType::F16
+            && matches!(self.isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512)
+        {
             // SAFETY: the tier's CPU features are present (`dot_kernel_for` checked); the
             // kernel bounds its accesses by the slices.
             return unsafe { crate::simd::x86_avx2::dot_rows_strided_f16(w, stride, a, out) };
@@ -327,8 +348,9 @@ fn scalar_kernel(ty: GgmlType) -> Option<(GgmlType, QuantizeFn, DotFn)> {
 fn simd_kernels(isa: Isa, ty: GgmlType, act: GgmlType) -> (Option<QuantizeFn>, Option<DotFn>) {
     match isa {
         Isa::Scalar => (None, None),
+        // AVX-VNNI changes only the prompt GEMM tiles (`crate::gemm`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (
+        Isa::Avx2 | Isa::AvxVnni => (
             crate::simd::x86_avx2::quantize_fn(act),
             crate::simd::x86_avx2::dot_fn(ty),
         ),
@@ -352,7 +374,7 @@ fn simd_kernels(isa: Isa, ty: GgmlType, act: GgmlType) -> (Option<QuantizeFn>, O
 fn simd_rows(isa: Isa, ty: GgmlType) -> Option<RowsFn> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => crate::simd::x86_avx2::rows_fn(ty),
+        Isa::Avx2 | Isa::AvxVnni => crate::simd::x86_avx2::rows_fn(ty),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             crate::simd::x86_avx512::rows_fn(ty).or_else(|| crate::simd::x86_avx2::rows_fn(ty))

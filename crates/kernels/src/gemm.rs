@@ -257,7 +257,7 @@ impl Gemm {
     /// The GEMM for `weight` on tier `isa`, where the tier's dot kernels have a GEMM twin.
     pub fn new(weight: GgmlType, isa: Isa) -> Option<Gemm> {
         use GgmlType as T;
-        if !matches!(isa, Isa::Avx2 | Isa::Avx512) || !isa.is_available() {
+        if !matches!(isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512) || !isa.is_available() {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
@@ -288,14 +288,23 @@ impl Gemm {
             return Some(Gemm { weight, isa, kind });
         }
         #[cfg(target_arch = "x86_64")]
+        let (tile, tile_k): (TileFn, KTileFn) = {
+            use crate::simd::x86_avx2 as avx2;
+            if isa == Isa::AvxVnni {
+                (avx2::gemm_tile_vnni, avx2::gemm_tile_k_vnni)
+            } else {
+                (avx2::gemm_tile, avx2::gemm_tile_k)
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
         let kind = match weight {
             T::Q4_K => Kind::SuperBlocks {
                 kind: KQuant::Q4K,
-                tile: crate::simd::x86_avx2::gemm_tile_k,
+                tile: tile_k,
             },
             T::Q6_K => Kind::SuperBlocks {
                 kind: KQuant::Q6K,
-                tile: crate::simd::x86_avx2::gemm_tile_k,
+                tile: tile_k,
             },
             _ => {
                 let (signed, unpack): (bool, UnpackFn) = match weight {
@@ -310,7 +319,7 @@ impl Gemm {
                     signed,
                     has_mins: !signed,
                     unpack,
-                    tile: crate::simd::x86_avx2::gemm_tile,
+                    tile,
                 }
             }
         };

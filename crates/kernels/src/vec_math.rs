@@ -70,7 +70,7 @@ unsafe fn softmax_on(isa: Isa, x: &mut [f32]) {
         Isa::Avx512 => unsafe { x86::softmax_avx512(x) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::softmax_avx2(x) },
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::softmax_avx2(x) },
         _ => softmax_scalar(x),
     }
 }
@@ -87,7 +87,7 @@ unsafe fn swiglu_on(isa: Isa, gate: &mut [f32], up: &[f32]) {
         Isa::Avx512 => unsafe { x86::swiglu_avx512(gate, up) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::swiglu_avx2(gate, up) },
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::swiglu_avx2(gate, up) },
         _ => swiglu_scalar(gate, up),
     }
 }

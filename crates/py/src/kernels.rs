@@ -18,7 +18,8 @@ fn parse_type(name: &str) -> PyResult<GgmlType> {
 fn parse_isa(name: &str) -> PyResult<Isa> {
     let isa = Isa::from_name(name).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "unknown isa {name:?}: expected one of scalar, avx2, avx512, neon"
+            "unknown isa {name:?}: expected one of {}",
+            Isa::names()
         ))
     })?;
     if !isa.is_available() {

@@ -18,7 +18,7 @@ mod gemm;
 mod iq;
 mod k_quants;
 
-pub(crate) use gemm::{gemm_tile, gemm_tile_k};
+pub(crate) use gemm::{gemm_tile, gemm_tile_k, gemm_tile_k_vnni, gemm_tile_vnni};
 
 use super::{in_streams, prefetch_ahead, DotFn, QuantizeFn, RowsFn, STREAMS};
 use crate::blocks::{f32_to_bf16, q8_0_scales};

@@ -1,5 +1,11 @@
 //! The AVX2 GEMM micro-kernel (see `crate::gemm`): a tile of 2 unpacked weight rows × 4
 //! activation rows, so each 32-code weight load serves 4 products and each activation load 2.
+//!
+//! Each tile also comes as an AVX-VNNI twin (`VNNI = true`, entry points `*_vnni`): `vpdpbusd`
+//! makes the 4-product lane sums in one instruction where AVX2 takes `maddubs` + `madd`, and
+//! `vpdpwssd` scales and adds them in one. The lane sums are the same integers (AVX2's
+//! `maddubs` pairs cannot saturate here, see the parent module), so both twins give the same
+//! bits.
 
 use super::*;
 use crate::gemm::{ActRow, KQuant, KWeightRow, WeightRow, TILE_R, TILE_T};
@@ -26,17 +32,51 @@ pub(crate) unsafe fn gemm_tile(
 ) {
     unsafe {
         if signed {
-            tile::<true>(w, a, out)
+            tile::<true, false>(w, a, out)
         } else {
-            tile::<false>(w, a, out)
+            tile::<false, false>(w, a, out)
+        }
+    }
+}
+
+/// [`gemm_tile`] with AVX-VNNI.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_tile_vnni(
+    signed: bool,
+    w: &[WeightRow<'_>; TILE_R],
+    a: &[ActRow<'_>; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
+    unsafe {
+        if signed {
+            tile::<true, true>(w, a, out)
+        } else {
+            tile::<false, true>(w, a, out)
+        }
+    }
+}
+
+/// 4-product lane sums of unsigned `u` and signed `s` bytes as f32: [`dot_u8_i8`], or one
+/// `vpdpbusd` with `VNNI` (the caller then has AVX-VNNI).
+#[inline(always)]
+unsafe fn lane_sums<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256 {
+    unsafe {
+        if VNNI {
+            _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s))
+        } else {
+            dot_u8_i8(u, s)
         }
     }
 }
 
 /// Per output, the operations of the dot kernels (`legacy_dot!`) in their order:
 /// one FMA chain of `(d_w·d_a)·Σ q·qa` over the blocks, reduced as `hsum_ps` (four at once).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const SIGNED: bool>(
+/// Inlined into its entry points, whose features it runs with.
+#[inline(always)]
+unsafe fn tile<const SIGNED: bool, const VNNI: bool>(
     w: &[WeightRow<'_>; TILE_R],
     a: &[ActRow<'_>; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
@@ -51,9 +91,11 @@ unsafe fn tile<const SIGNED: bool>(
                 let da = _mm256_set1_ps(a[t].d(b));
                 for r in 0..TILE_R {
                     let p = if SIGNED {
-                        dot_i8(wq[r], qa)
+                        // `dot_i8`'s sign move.
+                        let (u, s) = (_mm256_sign_epi8(wq[r], wq[r]), _mm256_sign_epi8(qa, wq[r]));
+                        lane_sums::<VNNI>(u, s)
                     } else {
-                        dot_u8_i8(wq[r], qa)
+                        lane_sums::<VNNI>(wq[r], qa)
                     };
                     acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(ws[r], da), p, acc[r][t]);
                 }
@@ -81,14 +123,34 @@ pub(crate) unsafe fn gemm_tile_k(
 ) {
     unsafe {
         match kind {
-            KQuant::Q4K => tile_k::<true>(w, a, out),
-            KQuant::Q6K => tile_k::<false>(w, a, out),
+            KQuant::Q4K => tile_k::<true, false>(w, a, out),
+            KQuant::Q6K => tile_k::<false, false>(w, a, out),
         }
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_k<const Q4K: bool>(
+/// [`gemm_tile_k`] with AVX-VNNI.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_tile_k_vnni(
+    kind: KQuant,
+    w: &[KWeightRow<'_>; TILE_R],
+    a: &[&[u8]; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
+    unsafe {
+        match kind {
+            KQuant::Q4K => tile_k::<true, true>(w, a, out),
+            KQuant::Q6K => tile_k::<false, true>(w, a, out),
+        }
+    }
+}
+
+/// Inlined into its entry points, whose features it runs with.
+#[inline(always)]
+unsafe fn tile_k<const Q4K: bool, const VNNI: bool>(
     w: &[KWeightRow<'_>; TILE_R],
     a: &[&[u8]; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
@@ -107,8 +169,12 @@ unsafe fn tile_k<const Q4K: bool>(
                 for t in 0..TILE_T {
                     let qa = load32(arr(a[t], 292 * sb + 4 + 32 * k));
                     for r in 0..TILE_R {
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], qa), ws[r]);
-                        sumi[r][t] = _mm256_add_epi32(sumi[r][t], p);
+                        let pairs = _mm256_maddubs_epi16(wq[r], qa);
+                        sumi[r][t] = if VNNI {
+                            _mm256_dpwssd_avx_epi32(sumi[r][t], pairs, ws[r])
+                        } else {
+                            _mm256_add_epi32(sumi[r][t], _mm256_madd_epi16(pairs, ws[r]))
+                        };
                     }
                 }
             }
