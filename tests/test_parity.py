@@ -7,6 +7,9 @@ its log-probabilities of llama.cpp's top-5 tokens are compared with llama.cpp's 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,59 @@ def test_prompt_gemm_logits_are_bit_identical_to_token_by_token(
     assert batched.shape == (37, model.n_vocab)
     np.testing.assert_array_equal(batched, by_token)
     np.testing.assert_array_equal(chunked, by_token)
+
+
+# Every SIMD tier this CPU runs, not only the one chosen: each has its own GEMM tiles.
+SIMD_TIERS = [isa for isa in _rllm.available_isas() if isa != "scalar"]
+
+# One tier in a process of its own (`RLLM_ISA` is read once per process): a prompt and its
+# greedy continuation in one batch and token by token; the batch's logits go to a .npy file.
+TIER_CHILD = r"""
+import json, sys
+import numpy as np
+from rllm import _rllm
+path, ids, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+model = _rllm.Model(path)
+def ctx():
+    return _rllm.Context(model, n_ctx=len(ids) + 8, n_threads=2)
+batched = ctx().eval(ids, all_logits=True)
+one = ctx()
+by_token = np.stack([one.eval([t]) for t in ids])
+np.save(out, batched)
+print(json.dumps({"isa": _rllm.active_isa(), "identical": bool(np.array_equal(batched, by_token))}))
+"""
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_simd_tier_matches_llama_cpp_and_itself(
+    request: pytest.FixtureRequest, name: str, tmp_path: Path
+) -> None:
+    """Each SIMD tier this CPU has (avx2, avxvnni, avx512 on x86-64), forced with RLLM_ISA:
+    the prompt GEMM's logits equal token-by-token evaluation bit for bit, and they are
+    within the parity tolerances of llama.cpp's on the fixture's shortest prompt."""
+    fixture, path_fixture, _ = MODELS[name]
+    path = str(request.getfixturevalue(path_fixture))
+    case = min(load_fixture(fixture)["cases"], key=lambda c: len(c["prompt_ids"]))
+    prompt, gen = case["prompt_ids"], case["generated_ids"]
+    ids = prompt + gen[:-1]
+    assert SIMD_TIERS, "no SIMD tier on this CPU"
+    for isa in SIMD_TIERS:
+        out = tmp_path / f"{isa}.npy"
+        env = {**os.environ, "RLLM_ISA": isa}
+        res = subprocess.run(
+            [sys.executable, "-c", TIER_CHILD, path, json.dumps(ids), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        info = json.loads(res.stdout)
+        assert info["isa"] == isa, res.stderr
+        assert info["identical"], f"{isa}: batched logits differ from token by token"
+        lp = log_softmax(np.load(out)[len(prompt) - 1 :])
+        diffs, flips = compare(lp, case)
+        assert not flips, f"{isa}: a greedy token differs where llama.cpp is confident"
+        assert np.mean(diffs) < 0.25, isa
 
 
 def test_long_prompt_logits_are_bit_identical_to_short_chunks(smollm2_path: str) -> None:
