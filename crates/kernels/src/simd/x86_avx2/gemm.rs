@@ -30,13 +30,7 @@ pub(crate) unsafe fn gemm_tile(
     a: &[ActRow<'_>; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
 ) {
-    unsafe {
-        if signed {
-            tile::<true, false>(w, a, out)
-        } else {
-            tile::<false, false>(w, a, out)
-        }
-    }
+    unsafe { tile_signed::<false>(signed, w, a, out) }
 }
 
 /// [`gemm_tile`] with AVX-VNNI.
@@ -50,11 +44,22 @@ pub(crate) unsafe fn gemm_tile_vnni(
     a: &[ActRow<'_>; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
 ) {
+    unsafe { tile_signed::<true>(signed, w, a, out) }
+}
+
+/// [`tile`] for signed or unsigned codes, inlined into its entry points.
+#[inline(always)]
+unsafe fn tile_signed<const VNNI: bool>(
+    signed: bool,
+    w: &[WeightRow<'_>; TILE_R],
+    a: &[ActRow<'_>; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
     unsafe {
         if signed {
-            tile::<true, true>(w, a, out)
+            tile::<true, VNNI>(w, a, out)
         } else {
-            tile::<false, true>(w, a, out)
+            tile::<false, VNNI>(w, a, out)
         }
     }
 }
@@ -121,12 +126,7 @@ pub(crate) unsafe fn gemm_tile_k(
     a: &[&[u8]; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
 ) {
-    unsafe {
-        match kind {
-            KQuant::Q4K => tile_k::<true, false>(w, a, out),
-            KQuant::Q6K => tile_k::<false, false>(w, a, out),
-        }
-    }
+    unsafe { tile_k_of::<false>(kind, w, a, out) }
 }
 
 /// [`gemm_tile_k`] with AVX-VNNI.
@@ -140,10 +140,21 @@ pub(crate) unsafe fn gemm_tile_k_vnni(
     a: &[&[u8]; TILE_T],
     out: &mut [[f32; TILE_T]; TILE_R],
 ) {
+    unsafe { tile_k_of::<true>(kind, w, a, out) }
+}
+
+/// [`tile_k`] for `kind`, inlined into its entry points.
+#[inline(always)]
+unsafe fn tile_k_of<const VNNI: bool>(
+    kind: KQuant,
+    w: &[KWeightRow<'_>; TILE_R],
+    a: &[&[u8]; TILE_T],
+    out: &mut [[f32; TILE_T]; TILE_R],
+) {
     unsafe {
         match kind {
-            KQuant::Q4K => tile_k::<true, true>(w, a, out),
-            KQuant::Q6K => tile_k::<false, true>(w, a, out),
+            KQuant::Q4K => tile_k::<true, VNNI>(w, a, out),
+            KQuant::Q6K => tile_k::<false, VNNI>(w, a, out),
         }
     }
 }
