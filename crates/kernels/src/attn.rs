@@ -149,7 +149,7 @@ fn values_scalar(vt: &[u8], stride: usize, hd: usize, n: usize, w: &[f32], out: 
 /// probabilities before its f16 products.
 pub fn round_to_f16(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(crate::active_isa(), Isa::Avx2 | Isa::AvxVnni | Isa::Avx512) {
+    if crate::active_isa().has_avx2_set() {
         // SAFETY: the AVX2 tier (which includes F16C) runs on this CPU.
         return unsafe { x86::round_to_f16_f16c(x) };
     }

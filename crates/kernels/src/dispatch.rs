@@ -45,6 +45,12 @@ impl Isa {
         }
     }
 
+    /// Whether the tier has the AVX2 set (AVX2, FMA, F16C): the x86-64 SIMD tiers, which all
+    /// run the AVX2 kernels where they have none of their own.
+    pub fn has_avx2_set(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512)
+    }
+
     /// Every tier's name, comma-separated: for messages.
     pub fn names() -> String {
         Isa::ALL.map(Isa::name).join(", ")
@@ -279,9 +285,7 @@ impl DotKernel {
             out.len()
         );
         #[cfg(target_arch = "x86_64")]
-        if self.weight == GgmlType::F16
-            && matches!(self.isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512)
-        {
+        if self.weight == GgmlType::F16 && self.isa.has_avx2_set() {
             // SAFETY: the tier's CPU features are present (`dot_kernel_for` checked); the
             // kernel bounds its accesses by the slices.
             return unsafe { crate::simd::x86_avx2::dot_rows_strided_f16(w, stride, a, out) };

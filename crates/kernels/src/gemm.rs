@@ -257,7 +257,7 @@ impl Gemm {
     /// The GEMM for `weight` on tier `isa`, where the tier's dot kernels have a GEMM twin.
     pub fn new(weight: GgmlType, isa: Isa) -> Option<Gemm> {
         use GgmlType as T;
-        if !matches!(isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512) || !isa.is_available() {
+        if !isa.has_avx2_set() || !isa.is_available() {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
